@@ -1,0 +1,168 @@
+"""The `processor` command line.
+
+    processor replay EVENTS.jsonl [--config FILE] [--shards N] [--dynamodb-endpoint URL]
+                     [--table NAME] [--export OUT.jsonl] [--report OUT.json] [--dead-letter PATH]
+    processor generate OUT.jsonl [--conversations N] [--seed S]
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import sys
+from typing import Iterator, Sequence
+
+import orjson
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from processor.config import Settings, load_settings
+from processor.deadletter import JsonlDeadLetters
+from processor.emulator import LOCAL_ENVIRONMENT, EmulatorError, LocalEmulator
+from processor.replay import ReplayResult, export_table, read_lines, replay
+from processor.retry import GaveUp
+from processor.storm import StormShape, write_storm
+from processor.sink import DynamoSink, NullSink, dynamodb_client, ensure_table
+
+log = logging.getLogger("processor")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PROCESSOR_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except (ValueError, EmulatorError, GaveUp, OSError) as error:
+        print(f"processor: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="processor", description=(
+        "Conversation-state stream processor: contact-center events to the state changes that matter."))
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    replay_parser = commands.add_parser("replay", help="run the engine and sink over a file of EventBridge events",
+                                        description=replay.__doc__)
+    replay_parser.add_argument("events", help="JSONL file: one EventBridge event per line")
+    replay_parser.add_argument("--config", help="settings TOML (adapter, flush, retention, tables)")
+    replay_parser.add_argument("--shards", type=int, default=1, help="simulated Kinesis shards (default 1)")
+    replay_parser.add_argument("--dynamodb-endpoint", help="DynamoDB endpoint; default: start a local emulator")
+    replay_parser.add_argument("--table", help="conversation table (default from settings: conversations)")
+    replay_parser.add_argument("--export", help="write the table's final items here as JSONL")
+    replay_parser.add_argument("--report", help="write the run's counts here as JSON")
+    replay_parser.add_argument("--dead-letter", help="dead-letter JSONL (default: beside --export, "
+                                                     "else ./dead-letters.jsonl)")
+    replay_parser.add_argument("--state-dir", help="keep shard RocksDBs here (default: a temporary directory)")
+    replay_parser.add_argument("--dry-run", action="store_true",
+                               help="engine and RocksDB only: no DynamoDB reads or writes")
+    replay_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay_parser.set_defaults(run=run_replay)
+
+    generate_parser = commands.add_parser("generate", help="write a realistic Genesys event storm as JSONL")
+    generate_parser.add_argument("out", help="JSONL file to write")
+    generate_parser.add_argument("--conversations", type=int, default=StormShape.conversations)
+    generate_parser.add_argument("--seed", type=int, default=StormShape.seed)
+    generate_parser.set_defaults(run=run_generate)
+    return parser
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    count = write_storm(args.out, StormShape(conversations=args.conversations, seed=args.seed))
+    print(f"wrote {count:,} events over {args.conversations:,} conversations to {args.out}")
+    return 0
+
+
+def run_replay(args: argparse.Namespace) -> int:
+    settings = load_settings(args.config)
+    if not os.path.exists(args.events):
+        raise ValueError(f"events file not found: {args.events}")
+    table = args.table or settings.table
+    dead_letter_path = args.dead_letter or _beside(args.export, "dead-letters.jsonl")
+    dead_letters = JsonlDeadLetters(dead_letter_path)
+    adapter = settings.build_adapter()
+    console = Console(stderr=True)
+    with _dynamodb(args.dynamodb_endpoint or settings.endpoint, args.dry_run) as client:
+        if client is None:
+            sink = NullSink()
+        else:
+            ensure_table(client, table)
+            sink = DynamoSink(client, table, adapter.derive, settings.retention_seconds)
+        with _progress(console, args.events, enabled=not args.no_progress) as advance:
+            result = replay(read_lines(args.events), adapter, sink, dead_letters, shards=args.shards,
+                            state_root=args.state_dir, flush_records=settings.flush_records,
+                            retention_seconds=settings.retention_seconds, on_progress=advance)
+        exported = export_table(client, table, args.export) if args.export and client is not None else None
+    if args.report:
+        with open(args.report, "wb") as out:
+            out.write(orjson.dumps(result.report(), option=orjson.OPT_INDENT_2) + b"\n")
+    _summary(Console(), result, settings, table, exported, args, dead_letters)
+    return 0
+
+
+@contextlib.contextmanager
+def _dynamodb(endpoint: str | None, dry_run: bool) -> Iterator[object | None]:
+    """A DynamoDB client for `endpoint`; without one, a local emulator for the run's duration."""
+    if dry_run:
+        yield None
+        return
+    if endpoint:
+        yield dynamodb_client(endpoint)
+        return
+    log.info("no --dynamodb-endpoint: starting a local DynamoDB emulator")
+    with LocalEmulator() as emulator:
+        for name, value in LOCAL_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+        yield dynamodb_client(emulator.endpoint, region=LOCAL_ENVIRONMENT["AWS_REGION"])
+
+
+@contextlib.contextmanager
+def _progress(console: Console, path: str, enabled: bool) -> Iterator:
+    if not enabled or not console.is_terminal:
+        yield None
+        return
+    with open(path, "rb") as source:
+        total = sum(1 for line in source if line.strip())
+    columns = (TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TextColumn("events"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as progress:
+        task = progress.add_task("replay", total=total)
+        yield lambda count: progress.advance(task, count)
+
+
+def _beside(path: str | None, name: str) -> str:
+    if path is None:
+        return name
+    stem, _ = os.path.splitext(path)
+    return f"{stem}.{name}"
+
+
+def _summary(console: Console, result: ReplayResult, settings: Settings, table: str,
+             exported: int | None, args: argparse.Namespace, dead_letters: JsonlDeadLetters) -> None:
+    report = result.report()
+    summary = Table(title=f"processor replay: {args.events}", show_header=False, title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    for name in ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes", "writes",
+                 "conversations"):
+        summary.add_row(name.replace("_", " "), f"{report[name]:,}")
+    summary.add_row("write conflicts merged", f"{result.sink.conflicts:,}")
+    summary.add_row("throttled and retried", f"{result.sink.throttles:,}")
+    summary.add_row("DynamoDB reads", f"{result.sink.reads:,}")
+    summary.add_row("shards", str(args.shards))
+    summary.add_row("throughput", f"{result.events_per_second:,.0f} events/s in {result.seconds:.1f} s")
+    console.print(summary)
+    if dead_letters.count:
+        console.print(f"dead letters: {dead_letters.count:,} in {dead_letters.path}")
+    if exported is not None:
+        console.print(f"export: {exported:,} items in {args.export} (table {table})")
+    if args.report:
+        console.print(f"report: {args.report}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

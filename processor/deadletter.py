@@ -1,0 +1,95 @@
+"""Dead-letter destinations: where records that cannot be applied go, whole, with the reason (I7).
+
+Entries are buffered and written at flush, before the shard's sequence is committed, so a crash
+re-dead-letters rather than loses. Each entry is keyed by shard id and sequence number, which makes
+a re-delivery overwrite its twin instead of duplicating it.
+
+- `JsonlDeadLetters`: one JSON object a line, for `processor replay`.
+- `DynamoDeadLetters`: a DynamoDB table (key `id` = "shardId#sequenceNumber"), for production.
+  A table rather than an SQS queue because writes are idempotent by key and operators can query
+  a shard's rejects; raw bytes over `MAX_INLINE_BYTES` are kept as a prefix plus length and
+  SHA-256 (the record itself stays in the stream for its retention period).
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import time
+from typing import Any, Protocol
+
+import orjson
+
+from processor.item import serialize
+from processor.model import DeadLetter
+from processor.retry import until_processed, with_retries
+
+MAX_INLINE_BYTES = 300 * 1024
+BATCH_WRITE_LIMIT = 25
+
+
+class DeadLetters(Protocol):
+    count: int
+
+    def add(self, letter: DeadLetter) -> None: ...
+
+    def flush(self) -> None:
+        """Make every added letter durable."""
+
+
+def describe(letter: DeadLetter, inline_limit: int | None = None) -> dict[str, Any]:
+    """The dead-letter entry: reason, where the record came from, and its bytes in base64."""
+    data = letter.data if inline_limit is None else letter.data[:inline_limit]
+    entry = {"id": f"{letter.shard_id}#{letter.sequence_number}", "reason": letter.reason,
+             "shardId": letter.shard_id, "sequenceNumber": letter.sequence_number,
+             "partitionKey": letter.partition_key, "data": base64.b64encode(data).decode("ascii"),
+             "size": len(letter.data), "receivedAt": int(time.time() * 1000)}
+    if len(data) < len(letter.data):
+        entry["truncated"] = True
+        entry["sha256"] = hashlib.sha256(letter.data).hexdigest()
+    return entry
+
+
+class JsonlDeadLetters:
+    def __init__(self, path: str):
+        self.path = path
+        self._pending: list[DeadLetter] = []
+        self.count = 0
+
+    def add(self, letter: DeadLetter) -> None:
+        self._pending.append(letter)
+
+    def flush(self) -> None:
+        if not self._pending:
+            return
+        os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
+        with open(self.path, "ab") as out:
+            for letter in self._pending:
+                out.write(orjson.dumps(describe(letter)) + b"\n")
+            out.flush()
+            os.fsync(out.fileno())
+        self.count += len(self._pending)
+        self._pending.clear()
+
+
+class DynamoDeadLetters:
+    def __init__(self, client: Any, table: str):
+        self._client = client
+        self._table = table
+        self._pending: list[DeadLetter] = []
+        self.count = 0
+
+    def add(self, letter: DeadLetter) -> None:
+        self._pending.append(letter)
+
+    def flush(self) -> None:
+        def send(request: dict) -> dict:
+            return with_retries(lambda: self._client.batch_write_item(RequestItems=request))
+
+        for start in range(0, len(self._pending), BATCH_WRITE_LIMIT):
+            puts = [{"PutRequest": {"Item": {k: serialize(v) for k, v in describe(letter, MAX_INLINE_BYTES).items()}}}
+                    for letter in self._pending[start:start + BATCH_WRITE_LIMIT]]
+            for _ in until_processed(send, {self._table: puts}, "UnprocessedItems"):
+                pass
+        self.count += len(self._pending)
+        self._pending.clear()

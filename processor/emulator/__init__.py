@@ -1,0 +1,93 @@
+"""The embedded local stack: a moto server (Kinesis + DynamoDB) on a free loopback port.
+
+    with LocalEmulator() as emulator:
+        client = boto3.client("dynamodb", endpoint_url=emulator.endpoint, ...)
+
+It runs in its own process (started and stopped by PID), so the emulator's CPU and lock never
+sit inside the engine being measured or tested.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from typing import Sequence
+
+#: dummy credentials for the emulator; real deployments use the task role
+LOCAL_ENVIRONMENT = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
+                     "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+
+
+class EmulatorError(RuntimeError):
+    pass
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class LocalEmulator:
+    def __init__(self, port: int | None = None, throttle: float = 0.0, seed: int | None = None,
+                 log_path: str | None = None):
+        self.port = port or free_port()
+        self.endpoint = f"http://127.0.0.1:{self.port}"
+        self._args: Sequence[str] = ["--port", str(self.port), "--throttle", str(throttle)] + (
+            ["--seed", str(seed)] if seed is not None else [])
+        self._log_path = log_path
+        self._process: subprocess.Popen | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def start(self, timeout: float = 60.0) -> LocalEmulator:
+        try:
+            import hypercorn  # noqa: F401
+            import moto  # noqa: F401
+        except ImportError as missing:
+            raise EmulatorError(f"the local emulator needs the 'local' extra ({missing.name} is missing): "
+                                "pip install 'conversation-state-processor[local]'") from None
+        log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
+        env = dict(os.environ, **LOCAL_ENVIRONMENT)
+        self._process = subprocess.Popen([sys.executable, "-m", "processor.emulator.server", *self._args],
+                                         stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                raise EmulatorError(f"the local emulator exited with {self._process.returncode}"
+                                    + (f"; see {self._log_path}" if self._log_path else ""))
+            if self._answers():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise EmulatorError(f"the local emulator did not answer on {self.endpoint} within {timeout:.0f}s")
+
+    def _answers(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.endpoint + "/moto-api/data.json", timeout=1):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        process, self._process = self._process, None
+        if process is None or process.poll() is not None:
+            return
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+    def __enter__(self) -> LocalEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

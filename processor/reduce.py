@@ -1,0 +1,114 @@
+"""Dedup, reduce and collapse: pure functions over a conversation's state, no I/O.
+
+A conversation's state is a map of last-writer-wins registers plus a bounded window of recently
+applied event keys. Registers merge by "highest (stamp, canonical value) wins", a join-semilattice:
+idempotent, commutative and associative. So the projection depends only on the *set* of events
+applied (I3), a repeat or a late event can never change it wrongly, and the key window is only a
+fast path and a counter.
+"""
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+import orjson
+
+from processor.model import ConversationEvent, Register
+
+#: how many recent event keys a conversation remembers (8 bytes each in the DynamoDB item)
+KEY_WINDOW = 32
+
+Derive = Callable[[Mapping[str, Any]], Mapping[str, Any]]
+
+
+class Outcome(enum.Enum):
+    """What applying one event did to its conversation."""
+
+    REPEAT = "exact_repeats"  # its key was already applied
+    NOOP = "noop_collapsed"  # changed nothing, and it was the newest so far (a re-fire)
+    STALE = "stale"  # changed nothing, and a newer event had already been applied (late arrival)
+    CHANGE = "changes"  # the projection changed: a write is due
+
+
+@dataclass(slots=True)
+class ConversationState:
+    """Everything the processor knows about one conversation."""
+
+    registers: dict[str, Register] = field(default_factory=dict)
+    recent_keys: list[int] = field(default_factory=list)
+    version: int = 0  # the DynamoDB item version this state was last written as (0: never)
+
+    def projection(self, derive: Derive | None = None) -> dict[str, Any]:
+        """The attributes written to DynamoDB: register values plus figures derived from them."""
+        values = {name: reg.value for name, reg in self.registers.items()}
+        if derive is not None:
+            values.update(derive(values))
+        return values
+
+
+def canonical(value: Any) -> bytes:
+    """A total, type-aware order for values: their canonical JSON bytes."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def same_value(a: Any, b: Any) -> bool:
+    """Equality that tells `1`, `1.0` and `true` apart, as DynamoDB does."""
+    return a == b and (a is b or canonical(a) == canonical(b))
+
+
+def wins(candidate: Register, incumbent: Register) -> bool:
+    """True when `candidate` strictly beats `incumbent` in the register order."""
+    if candidate.stamp != incumbent.stamp:
+        return candidate.stamp > incumbent.stamp
+    if same_value(candidate.value, incumbent.value):
+        return False
+    return canonical(candidate.value) > canonical(incumbent.value)
+
+
+def _join_into(state: ConversationState, sets: Mapping[str, Register]) -> bool:
+    """Join registers into `state`. True when some value changed."""
+    changed = False
+    registers = state.registers
+    for name, incoming in sets.items():
+        current = registers.get(name)
+        if current is None:
+            registers[name] = incoming
+            changed = True
+        elif wins(incoming, current):
+            if not same_value(incoming.value, current.value):
+                changed = True
+            registers[name] = incoming
+    return changed
+
+
+def remember(state: ConversationState, keys: Iterable[int]) -> None:
+    """Add event keys to the window, keeping the newest KEY_WINDOW."""
+    window = state.recent_keys
+    for key in keys:
+        if key not in window:
+            window.append(key)
+    if len(window) > KEY_WINDOW:
+        del window[: len(window) - KEY_WINDOW]
+
+
+def apply(state: ConversationState, event: ConversationEvent) -> Outcome:
+    """Dedup, reduce and collapse one event into `state` (mutated in place)."""
+    if event.key in state.recent_keys:
+        return Outcome.REPEAT
+    remember(state, (event.key,))
+    if _join_into(state, event.sets):
+        return Outcome.CHANGE
+    newer_seen = any(reg.stamp > event.time_ms for reg in state.registers.values())
+    return Outcome.STALE if newer_seen else Outcome.NOOP
+
+
+def merge(state: ConversationState, other: ConversationState) -> bool:
+    """Join `other` (e.g. the stored DynamoDB item) into `state`. True if a value changed.
+
+    The version becomes the higher of the two: `other` is what the store holds now.
+    """
+    changed = _join_into(state, other.registers)
+    remember(state, other.recent_keys)
+    state.version = max(state.version, other.version)
+    return changed

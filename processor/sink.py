@@ -1,0 +1,149 @@
+"""The sink: conversation states to DynamoDB with versioned, convergent writes (I5), and the
+read-through that lets state follow a conversation to a new owner (I6).
+
+Every write is a PutItem conditional on the version this process last saw. When another writer
+got there first (a replay finding its own write, a zombie that lost its lease, a parent shard
+racing its child), DynamoDB hands back the stored item; its state is joined into ours (always
+safe, it is a semilattice) and we write again only if that join changed the projection.
+"""
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Protocol
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from processor.item import KEY, VERSION, from_item, to_item
+from processor.reduce import ConversationState, Derive, canonical, merge
+from processor.retry import until_processed, with_retries
+
+BATCH_GET_LIMIT = 100
+
+
+class Sink(Protocol):
+    def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
+        """Stored states of these conversations (absent ones are left out)."""
+
+    def write(self, states: Mapping[str, ConversationState]) -> None:
+        """Make the store hold (at least) these states; bumps each state's version as written."""
+
+
+@dataclass
+class SinkCounters:
+    writes: int = 0  # PutItem requests issued, retries included
+    reads: int = 0  # BatchGetItem requests issued
+    conflicts: int = 0  # conditional checks that failed and were merged
+    throttles: int = 0  # retryable failures (throttling, 5xx, connection)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def add(self, name: str, amount: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + amount)
+
+
+class NullSink:
+    """Writes nothing and knows nothing: the engine alone, for dry runs and benchmarks."""
+
+    def __init__(self) -> None:
+        self.counters = SinkCounters()
+
+    def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
+        return {}
+
+    def write(self, states: Mapping[str, ConversationState]) -> None:
+        for state in states.values():
+            state.version += 1
+
+
+def dynamodb_client(endpoint_url: str | None = None, region: str | None = None, pool: int = 32) -> Any:
+    """A DynamoDB client with botocore's own retries off: `processor.retry` owns the policy."""
+    config = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=pool,
+                    connect_timeout=5, read_timeout=30)
+    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+def ensure_table(client: Any, table: str, key: str = KEY) -> None:
+    """Create an on-demand table keyed by `key` (string) if it does not exist, and wait for it."""
+    try:
+        client.describe_table(TableName=table)
+        return
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
+    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+
+
+class DynamoSink:
+    def __init__(self, client: Any, table: str, derive: Derive | None = None,
+                 retention_seconds: int | None = None, concurrency: int = 16):
+        self._client = client
+        self._table = table
+        self._derive = derive
+        self._retention = retention_seconds
+        self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ddb-write")
+        self.counters = SinkCounters()
+
+    def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
+        ids = list(dict.fromkeys(conversation_ids))
+        found: dict[str, ConversationState] = {}
+        for start in range(0, len(ids), BATCH_GET_LIMIT):
+            request = {self._table: {"Keys": [{KEY: {"S": cid}} for cid in ids[start:start + BATCH_GET_LIMIT]],
+                                     "ConsistentRead": True}}
+            send = lambda pending: self._call(self._client.batch_get_item, counter="reads", RequestItems=pending)  # noqa: E731
+            for response in until_processed(send, request, "UnprocessedKeys",
+                                            on_leftover=lambda: self.counters.add("throttles")):
+                for item in response.get("Responses", {}).get(self._table, []):
+                    conversation_id, state = from_item(item)
+                    found[conversation_id] = state
+        return found
+
+    def write(self, states: Mapping[str, ConversationState]) -> None:
+        futures = [self._pool.submit(self._write_one, cid, state) for cid, state in states.items()]
+        for future in futures:
+            future.result()
+
+    def _write_one(self, conversation_id: str, state: ConversationState) -> None:
+        while True:
+            item = to_item(conversation_id, state, state.version + 1, self._derive, self._retention)
+            try:
+                self._call(self._client.put_item, counter="writes", TableName=self._table, Item=item,
+                           ConditionExpression="attribute_not_exists(#id) OR #v = :expected",
+                           ExpressionAttributeNames={"#id": KEY, "#v": VERSION},
+                           ExpressionAttributeValues={":expected": {"N": str(state.version)}},
+                           ReturnValuesOnConditionCheckFailure="ALL_OLD")
+                state.version += 1
+                return
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                self.counters.add("conflicts")
+                if not self._adopt_stored(state, error.response.get("Item")):
+                    return
+
+    def _adopt_stored(self, state: ConversationState, stored_item: Mapping[str, Any] | None) -> bool:
+        """Join the stored item into `state`; True when ours still adds to it (write again)."""
+        if stored_item is None:  # deleted under us (TTL): the next attempt creates it anew
+            state.version = 0
+            return True
+        _, stored = from_item(stored_item)
+        merge(state, stored)
+        state.version = stored.version
+        ours = canonical(state.projection(self._derive))
+        return ours != canonical(stored.projection(self._derive))
+
+    def _call(self, method: Any, counter: str, **kwargs: Any) -> Any:
+        def attempt() -> Any:
+            self.counters.add(counter)
+            return method(**kwargs)
+
+        return with_retries(attempt, on_retry=lambda _: self.counters.add("throttles"))
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)

@@ -1,0 +1,77 @@
+"""The state store: one RocksDB per shard, holding each conversation's state and the shard's
+last applied sequence number, committed together in one WriteBatch (I4).
+
+KCL runs one child process per shard lease and RocksDB allows one writer, so one database per
+shard is both the natural and the only safe layout (I8). Entries expire after the retention
+window since their last write (RocksDB TTL); an expired conversation is simply read back from
+DynamoDB if it ever shows up again (I6), so expiry is always safe.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import Iterable, Mapping
+
+import orjson
+from rocksdict import AccessType, Options, Rdict, WriteBatch
+
+from processor.model import Register
+from processor.reduce import ConversationState
+
+_STATE = b"c:"
+_SEQUENCE = b"m:sequence"
+
+
+def encode_state(state: ConversationState) -> bytes:
+    registers = {name: (reg.stamp, reg.value) for name, reg in state.registers.items()}
+    return orjson.dumps((state.version, state.recent_keys, registers))
+
+
+def decode_state(data: bytes) -> ConversationState:
+    version, keys, registers = orjson.loads(data)
+    return ConversationState({name: Register(stamp, value) for name, (stamp, value) in registers.items()},
+                             keys, version)
+
+
+def shard_directory(root: str, shard_id: str) -> str:
+    """Where a shard's database lives under `root` (shard ids are safe file names, but be sure)."""
+    return os.path.join(root, re.sub(r"[^A-Za-z0-9._-]", "_", shard_id))
+
+
+class ShardStore:
+    """A shard's RocksDB. Not thread-safe: one shard process, one writer."""
+
+    def __init__(self, path: str, retention_seconds: int | None = None):
+        os.makedirs(path, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        access = AccessType.with_ttl(retention_seconds) if retention_seconds else AccessType.read_write()
+        self._db = Rdict(path, options, access_type=access)
+        self.path = path
+
+    @property
+    def last_sequence(self) -> str | None:
+        """The sequence number of the last record whose effects are committed here."""
+        value = self._db.get(_SEQUENCE)
+        return value.decode("ascii") if value is not None else None
+
+    def get(self, conversation_id: str) -> ConversationState | None:
+        data = self._db.get(_STATE + conversation_id.encode("utf-8"))
+        return decode_state(data) if data is not None else None
+
+    def get_many(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
+        ids = list(conversation_ids)
+        values = self._db.get([_STATE + cid.encode("utf-8") for cid in ids])
+        return {cid: decode_state(data) for cid, data in zip(ids, values) if data is not None}
+
+    def commit(self, states: Mapping[str, ConversationState], sequence: str | None) -> None:
+        """Write `states` and the sequence they reach as one atomic batch."""
+        batch = WriteBatch(raw_mode=True)
+        for conversation_id, state in states.items():
+            batch.put(_STATE + conversation_id.encode("utf-8"), encode_state(state))
+        if sequence is not None:
+            batch.put(_SEQUENCE, sequence.encode("ascii"))
+        self._db.write(batch)
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,107 @@
+"""Shared fixtures: Genesys samples, event builders, and one real DynamoDB API server per session."""
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+import os
+import uuid
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from processor.model import Record
+from processor.sink import dynamodb_client, ensure_table
+
+FIXTURES = Path(__file__).parent / "fixtures"
+GENESYS = FIXTURES / "genesys"
+
+for _name, _value in LOCAL_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
+
+
+def sample(name: str) -> dict[str, Any]:
+    """A Genesys sample envelope (fresh copy)."""
+    matches = sorted(GENESYS.rglob(f"*{name}*.json"))
+    assert matches, f"no sample matching {name}"
+    return json.loads(matches[0].read_text())
+
+
+def wrap_websocket_frame(frame: dict[str, Any]) -> dict[str, Any]:
+    """A WebSocket notification frame as EventBridge would deliver the same topic."""
+    template = frame["topicName"].replace(frame["topicName"].split(".")[2], "{id}", 1)
+    return {"version": "0", "id": str(uuid.uuid4()), "detail-type": template,
+            "source": "aws.partner/genesys.com/cloud/test", "account": "123456789012",
+            "time": "2022-07-04T20:08:26Z", "region": "us-east-1", "resources": [],
+            "detail": copy.deepcopy(frame)}
+
+
+def redeliver(envelope: dict[str, Any]) -> dict[str, Any]:
+    """A Genesys re-emit: new EventBridge id, time and CorrelationId, the very same body."""
+    again = copy.deepcopy(envelope)
+    again["id"] = str(uuid.uuid4())
+    again["time"] = "2030-01-01T00:00:00Z"
+    again["detail"].setdefault("metadata", {})["CorrelationId"] = str(uuid.uuid4())
+    again["detail"]["timestamp"] = "2030-01-01T00:00:00.000Z"
+    return again
+
+
+def detail_event(conversation_id: str, subtopic: str, event_time: int, **fields: Any) -> dict[str, Any]:
+    """A minimal Genesys detail event envelope."""
+    body = {"eventTime": event_time, "conversationId": conversation_id, "mediaType": "VOICE",
+            "direction": "INBOUND", **fields}
+    return {"version": "0", "id": str(uuid.uuid4()),
+            "detail-type": f"v2.detail.events.conversation.{{id}}.{subtopic}",
+            "source": "aws.partner/genesys.com/cloud/test", "account": "123456789012",
+            "time": "2025-01-01T00:00:00Z", "region": "us-east-1", "resources": [],
+            "detail": {"topicName": f"v2.detail.events.conversation.{conversation_id}.{subtopic}", "version": "2",
+                       "eventBody": body, "metadata": {"CorrelationId": str(uuid.uuid4())},
+                       "timestamp": "2025-01-01T00:00:00.000Z"}}
+
+
+_sequence = itertools.count(1)
+
+
+def records(envelopes: list[Any], start: int | None = None) -> list[Record]:
+    """Kinesis records carrying these envelopes (dicts are JSON-encoded; bytes pass as they are)."""
+    first = next(_sequence) * 1_000_000 if start is None else start
+    return [Record(e if isinstance(e, bytes) else orjson.dumps(e), str(first + i), "pk")
+            for i, e in enumerate(envelopes)]
+
+
+@pytest.fixture(scope="session")
+def emulator():
+    with LocalEmulator() as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def dynamodb(emulator):
+    return dynamodb_client(emulator.endpoint, region="us-east-1")
+
+
+@pytest.fixture
+def table(dynamodb) -> str:
+    name = f"conversations-{uuid.uuid4().hex[:10]}"
+    ensure_table(dynamodb, name)
+    return name
+
+
+def table_items(client: Any, table: str) -> dict[str, dict[str, Any]]:
+    from processor.item import unwrap
+
+    items = {}
+    for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
+        for item in page["Items"]:
+            plain = unwrap(item)
+            items[plain["conversationId"]] = plain
+    return items
+
+
+def projections(client: Any, table: str) -> dict[str, dict[str, Any]]:
+    """conversation id -> projection (attributes not starting with `_`, without the version)."""
+    return {cid: {k: v for k, v in item.items() if not k.startswith("_") and k != "version"}
+            for cid, item in table_items(client, table).items()}
