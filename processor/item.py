@@ -13,7 +13,7 @@ import base64
 from typing import Any, Mapping
 
 from processor.model import Register
-from processor.reduce import ConversationState, Derive
+from processor.reduce import KEY_WINDOW, ConversationState, Derive
 
 KEY = "conversationId"
 VERSION = "version"
@@ -27,7 +27,7 @@ def to_item(conversation_id: str, state: ConversationState, version: int, derive
     attributes[KEY] = conversation_id
     attributes[VERSION] = version
     attributes[STAMPS] = {name: reg.stamp for name, reg in state.registers.items()}
-    attributes[KEYS] = b"".join(key.to_bytes(8, "big") for key in state.recent_keys)
+    attributes[KEYS] = b"".join(key.to_bytes(8, "big") for key in state.recent_keys[-KEY_WINDOW:])
     end = attributes.get("endTime")
     if retention_seconds is not None and attributes.get("ended") is True and isinstance(end, int):
         attributes[TTL] = end // 1000 + retention_seconds
@@ -53,6 +53,28 @@ def exportable(item: Mapping[str, Any]) -> dict[str, Any]:
     """As `unwrap`, with binary attributes as base64 strings so the result is JSON."""
     plain = unwrap(item)
     return {k: base64.b64encode(v).decode("ascii") if isinstance(v, bytes) else v for k, v in plain.items()}
+
+
+def item_size(item: Mapping[str, Any]) -> int:
+    """The item's size as DynamoDB bills it: names plus values (a write unit per started KB)."""
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(attribute: Mapping[str, Any]) -> int:
+    (kind, value), = attribute.items()
+    if kind == "S":
+        return len(value.encode("utf-8"))
+    if kind == "B":
+        return len(value)
+    if kind == "N":
+        return len(value.lstrip("-").replace(".", "").lstrip("0")) // 2 + 2
+    if kind in ("BOOL", "NULL"):
+        return 1
+    if kind == "M":
+        return 3 + sum(1 + len(k.encode("utf-8")) + _value_size(v) for k, v in value.items())
+    if kind == "L":
+        return 3 + sum(1 + _value_size(v) for v in value)
+    return sum(len(str(v)) for v in value)
 
 
 def serialize(value: Any) -> dict[str, Any]:

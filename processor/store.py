@@ -73,5 +73,9 @@ class ShardStore:
             batch.put(_SEQUENCE, sequence.encode("ascii"))
         self._db.write(batch)
 
+    def compact(self) -> None:
+        """Compact the whole database; this is when RocksDB drops entries past their TTL."""
+        self._db.compact_range(None, None)
+
     def close(self) -> None:
         self._db.close()

@@ -5,6 +5,7 @@ import copy
 import itertools
 import json
 import os
+import re
 import uuid
 from pathlib import Path
 from typing import Any
@@ -25,14 +26,14 @@ for _name, _value in LOCAL_ENVIRONMENT.items():
 
 def sample(name: str) -> dict[str, Any]:
     """A Genesys sample envelope (fresh copy)."""
-    matches = sorted(GENESYS.rglob(f"*{name}*.json"))
+    matches = sorted(p for p in GENESYS.rglob(f"*{name}*") if p.suffix == ".json")
     assert matches, f"no sample matching {name}"
     return json.loads(matches[0].read_text())
 
 
 def wrap_websocket_frame(frame: dict[str, Any]) -> dict[str, Any]:
     """A WebSocket notification frame as EventBridge would deliver the same topic."""
-    template = frame["topicName"].replace(frame["topicName"].split(".")[2], "{id}", 1)
+    template = re.sub(r"\.[^.]+\.conversations$", ".{id}.conversations", frame["topicName"])
     return {"version": "0", "id": str(uuid.uuid4()), "detail-type": template,
             "source": "aws.partner/genesys.com/cloud/test", "account": "123456789012",
             "time": "2022-07-04T20:08:26Z", "region": "us-east-1", "resources": [],

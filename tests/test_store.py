@@ -1,0 +1,68 @@
+"""The RocksDB state store: states and the sequence commit together (I4), one database per shard (I8)."""
+import time
+
+import pytest
+
+from processor.model import Register
+from processor.reduce import ConversationState
+from processor.store import ShardStore, decode_state, encode_state, shard_directory
+
+
+def state(value="v", version=1):
+    return ConversationState({"f": Register(10, value), "startTime": Register(-5, 5)}, [1, 2 ** 64 - 1], version)
+
+
+def test_states_round_trip_exactly():
+    original = ConversationState({"m": Register(3, {"a": [1, 2.5, None, True]})}, [7], 4)
+    assert decode_state(encode_state(original)) == original
+
+
+def test_states_and_sequence_survive_a_reopen(tmp_path):
+    store = ShardStore(str(tmp_path / "s"))
+    assert store.last_sequence is None
+    store.commit({"c1": state(), "c2": state("w", 2)}, "49590338271490256608559692538361571095921575989136588898")
+    store.close()
+    reopened = ShardStore(str(tmp_path / "s"))
+    assert reopened.last_sequence == "49590338271490256608559692538361571095921575989136588898"
+    assert reopened.get("c1") == state()
+    assert reopened.get_many(["c2", "absent"]) == {"c2": state("w", 2)}
+    reopened.close()
+
+
+def test_a_commit_is_all_or_nothing(tmp_path, monkeypatch):
+    store = ShardStore(str(tmp_path / "s"))
+    store.commit({"c1": state("old")}, "10")
+    broken = {"c1": state("new"), "c2": ConversationState({"f": Register(1, object())})}
+    with pytest.raises(TypeError):
+        store.commit(broken, "20")
+    assert store.last_sequence == "10"
+    assert store.get("c1") == state("old")
+    assert store.get("c2") is None
+    store.close()
+
+
+def test_one_database_per_shard(tmp_path):
+    a = ShardStore(shard_directory(str(tmp_path), "shardId-000000000000"))
+    b = ShardStore(shard_directory(str(tmp_path), "shardId-000000000001"))
+    a.commit({"c": state("a")}, "1")
+    assert b.get("c") is None and b.last_sequence is None
+    with pytest.raises(Exception):
+        ShardStore(shard_directory(str(tmp_path), "shardId-000000000000"))  # RocksDB: one writer
+    a.close(), b.close()
+
+
+def test_shard_directories_are_safe_names(tmp_path):
+    assert shard_directory("/r", "shardId-000000000001") == "/r/shardId-000000000001"
+    assert shard_directory("/r", "../etc/x") == "/r/.._etc_x"
+
+
+def test_conversations_expire_after_the_retention_window(tmp_path):
+    """I8: memory and disk do not grow with stream length; an expired conversation is simply
+    read back from DynamoDB if it ever shows up again (see test_engine)."""
+    store = ShardStore(str(tmp_path / "ttl"), retention_seconds=1)
+    store.commit({"c": state()}, "1")
+    assert store.get("c") == state()
+    time.sleep(2.1)
+    store.compact()
+    assert store.get("c") is None
+    store.close()
