@@ -124,7 +124,7 @@ def test_throttling_is_retried_with_backoff_and_nothing_is_lost():
         sink.write(states)
         found = sink.read(states)
         items = table_items(client, "conversations")
-    assert sink.counters.throttles > 50
+    assert sink.counters.throttles > 0, sink.counters  # the retry path really ran
     assert len(found) == 300
     assert all(item["version"] == 2 and item["agentUserId"] == "a" for item in items.values())
     assert len(items) == 300

@@ -1,0 +1,52 @@
+"""The embedded local stack: started and stopped by PID, Kinesis resharding as KCL needs it."""
+from __future__ import annotations
+
+import os
+import socket
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+
+from processor.emulator import LocalEmulator
+
+pytestmark = pytest.mark.server
+
+
+def test_it_starts_on_a_free_loopback_port_and_stops_by_pid():
+    emulator = LocalEmulator().start()
+    pid, port = emulator.pid, emulator.port
+    os.kill(pid, 0)  # running
+    emulator.stop()
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", port))  # the port is free again
+
+
+def test_a_split_closes_the_parent_and_its_end_names_the_children(emulator):
+    kinesis = boto3.client("kinesis", endpoint_url=emulator.endpoint, region_name="us-east-1")
+    kinesis.create_stream(StreamName="split", ShardCount=1)
+    kinesis.get_waiter("stream_exists").wait(StreamName="split", WaiterConfig={"Delay": 0.2})
+    for n in range(10):
+        kinesis.put_record(StreamName="split", Data=b"before", PartitionKey=f"k{n}")
+    kinesis.split_shard(StreamName="split", ShardToSplit="shardId-000000000000", NewStartingHashKey=str(2 ** 127))
+    landed = {kinesis.put_record(StreamName="split", Data=b"after", PartitionKey=f"k{n}")["ShardId"]
+              for n in range(20)}
+    assert landed == {"shardId-000000000001", "shardId-000000000002"}  # never the closed parent
+    iterator = kinesis.get_shard_iterator(StreamName="split", ShardId="shardId-000000000000",
+                                          ShardIteratorType="TRIM_HORIZON")["ShardIterator"]
+    page = kinesis.get_records(ShardIterator=iterator, Limit=100)
+    assert [r["Data"] for r in page["Records"]] == [b"before"] * 10  # the parent keeps its records
+    assert "NextShardIterator" not in page or page["NextShardIterator"] is None
+    assert sorted(c["ShardId"] for c in page["ChildShards"]) == ["shardId-000000000001", "shardId-000000000002"]
+
+
+def test_injected_throttling_answers_like_dynamodb():
+    with LocalEmulator(throttle=1.0) as throttled:
+        client = boto3.client("dynamodb", endpoint_url=throttled.endpoint, region_name="us-east-1",
+                              config=boto3.session.Config(retries={"max_attempts": 1}))
+        with pytest.raises(ClientError) as error:
+            client.get_item(TableName="any", Key={"k": {"S": "v"}})
+        assert error.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
+        client.list_tables()  # control-plane calls are never throttled
