@@ -102,7 +102,8 @@ class ShardEngine:
 
     def _normalize(self, record: Record) -> ConversationEvent | None:
         try:
-            return self._adapter.normalize(decode(record.data))
+            envelope = record.envelope if record.envelope is not None else decode(record.data)
+            return self._adapter.normalize(envelope)
         except Rejected as rejection:
             reason = rejection.reason
         except Exception as error:  # noqa: BLE001 - a bad record must never crash the shard

@@ -11,6 +11,7 @@ import hashlib
 import os
 import tempfile
 import time
+from functools import lru_cache
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator
 
@@ -20,7 +21,8 @@ from processor.adapters import Adapter
 from processor.deadletter import DeadLetters
 from processor.engine import Counters, FlushPolicy, ShardEngine
 from processor.item import KEY, exportable
-from processor.model import Record
+from processor.decode import decode
+from processor.model import Record, Rejected
 from processor.sink import Sink, SinkCounters
 from processor.store import ShardStore, shard_directory
 
@@ -29,6 +31,7 @@ REPORT_KEYS = ("events", "exact_repeats", "noop_collapsed", "stale", "rejected",
                "conversations")
 
 
+@lru_cache(maxsize=65_536)  # a conversation's events share a key: most look-ups repeat
 def shard_index(partition_key: str, shards: int) -> int:
     """The shard a partition key lands on when N shards split the MD5 hash range evenly."""
     hash_key = int.from_bytes(hashlib.md5(partition_key.encode("utf-8")).digest(), "big")
@@ -66,13 +69,14 @@ def read_lines(path: str) -> Iterator[bytes]:
                 yield line
 
 
-def route(adapter: Adapter, data: bytes) -> str:
-    """The partition key an EventBridge rule would give this event ("" when it has none)."""
+def route(adapter: Adapter, data: bytes) -> tuple[str, dict[str, Any] | None]:
+    """The partition key an EventBridge rule would give this event ("" when it has none), and the
+    decoded envelope, handed on so the engine does not decode it twice."""
     try:
-        envelope = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return ""
-    return adapter.partition_key(envelope) if isinstance(envelope, dict) else ""
+        envelope = decode(data)
+    except Rejected:
+        return "", None
+    return adapter.partition_key(envelope), envelope
 
 
 def replay(lines: Iterable[bytes], adapter: Adapter, sink: Sink, dead_letters: DeadLetters, *,
@@ -93,10 +97,10 @@ def replay(lines: Iterable[bytes], adapter: Adapter, sink: Sink, dead_letters: D
         sequence = [0] * shards
         try:
             for count, data in enumerate(lines, 1):
-                key = route(adapter, data)
+                key, envelope = route(adapter, data)
                 index = shard_index(key, shards)
                 sequence[index] += 1
-                batches[index].append(Record(data, str(sequence[index]), key))
+                batches[index].append(Record(data, str(sequence[index]), key, envelope))
                 if len(batches[index]) >= batch_size:
                     _feed(engines[index], batches[index])
                 if on_progress is not None and count % 1000 == 0:

@@ -10,6 +10,7 @@ Nothing here copies ANI, DNIS, names, addresses or attribute values anywhere but
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 from typing import Any, Iterator, Mapping
 
 from processor.adapters import event_key, parse_time_ms, require_conversation_id, require_time
@@ -42,6 +43,12 @@ _MEDIA = {
 _DONE_STATES = {"disconnected", "terminated"}
 _SNAPSHOT_TIMES = ("connectedTime", "endTime", "disconnectedTime", "startAcwTime", "startHoldTime",
                    "startAlertingTime", "callbackScheduledTime")
+
+
+@lru_cache(maxsize=4096)
+def _template_kind(detail_type: str) -> tuple[str, str] | None:
+    """`_topic_kind` for detail-types: a small set of templates (`...conversation.{id}.acw`), cached."""
+    return _topic_kind(detail_type)
 
 
 def _topic_kind(topic: Any) -> tuple[str, str] | None:
@@ -78,7 +85,7 @@ class GenesysAdapter:
         another kind of topic is not a conversation event, whatever its topicName claims.
         """
         by_topic = _topic_kind(topic)
-        by_type = _topic_kind(detail_type) if detail_type is not None else None
+        by_type = _template_kind(detail_type) if isinstance(detail_type, str) else None
         if detail_type is not None and by_type is None:
             raise Rejected("detail-type is not a Genesys conversation topic")
         if by_topic is not None and by_type is not None and by_topic != by_type:
