@@ -17,7 +17,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
 from processor.storm import StormShape, write_storm
+
+for _name, _value in LOCAL_ENVIRONMENT.items():
+    os.environ.setdefault(_name, _value)
 
 PROCESSOR = [sys.executable, "-m", "processor.cli"]
 
@@ -63,7 +67,10 @@ def main() -> None:
     results["engine_only"] = run([str(events), "--shards", str(args.shards), "--dry-run"])
     print("engine only (dry run):", results["engine_only"], flush=True)
     if not args.skip_dynamodb:
-        results["with_dynamodb"] = run([str(events), "--shards", str(args.shards)])
+        # The emulator runs beside, not under, the measured process: its memory is not the replay's.
+        with LocalEmulator() as emulator:
+            results["with_dynamodb"] = run([str(events), "--shards", str(args.shards),
+                                            "--dynamodb-endpoint", emulator.endpoint])
         print("with DynamoDB writes (local emulator):", results["with_dynamodb"], flush=True)
     results["rss_curve"] = []
     for conversations in (int(n) for n in args.curve.split(",") if n):

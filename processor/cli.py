@@ -11,7 +11,14 @@ import contextlib
 import logging
 import os
 import sys
+import tempfile
+from pathlib import Path
 from typing import Iterator, Sequence
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib
 
 import orjson
 from rich.console import Console
@@ -68,7 +75,106 @@ def _parser() -> argparse.ArgumentParser:
     generate_parser.add_argument("--conversations", type=int, default=StormShape.conversations)
     generate_parser.add_argument("--seed", type=int, default=StormShape.seed)
     generate_parser.set_defaults(run=run_generate)
+
+    demo_parser = commands.add_parser("demo", help="the main job on the embedded local stack, with the real KCL daemon",
+                                      description=demo_module_doc())
+    demo_parser.add_argument("--events", help="JSONL events to put (default: a generated Genesys storm)")
+    demo_parser.add_argument("--config", help="settings TOML (adapter, flush, retention)")
+    demo_parser.add_argument("--shards", type=int, default=4, help="stream shards (default 4)")
+    demo_parser.add_argument("--reshard", action="store_true", help="split a shard half-way through the run")
+    demo_parser.add_argument("--conversations", type=int, default=5_000, help="size of the generated storm")
+    demo_parser.add_argument("--export", help="write the table's final items here as JSONL")
+    demo_parser.add_argument("--report", help="write the run's counts here as JSON")
+    demo_parser.add_argument("--workdir", help="keep logs, state and settings here (default: a temporary directory)")
+    demo_parser.set_defaults(run=run_demo_command)
+
+    kcl_parser = commands.add_parser("kcl", help="the KCL MultiLangDaemon child (executableName in kcl.properties)")
+    kcl_parser.add_argument("--config", help="settings TOML")
+    kcl_parser.set_defaults(run=run_kcl_command)
     return parser
+
+
+def run_kcl_command(args: argparse.Namespace) -> int:
+    from processor.kcl import run_child  # needs amazon_kclpy, which replay does not
+
+    return run_child(args.config)
+
+
+def demo_module_doc() -> str:
+    from processor import demo
+
+    return demo.__doc__ or ""
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    from processor.demo import run_demo
+
+    settings = load_settings(args.config)
+    config_text = _adapter_table(args.config)
+    console = Console(stderr=True)
+    with contextlib.ExitStack() as cleanup:
+        workdir = args.workdir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="processor-demo-"))
+        os.makedirs(workdir, exist_ok=True)
+        events = args.events
+        if events is None:
+            events = os.path.join(workdir, "storm.jsonl")
+            count = write_storm(events, StormShape(conversations=args.conversations))
+            console.print(f"generated a Genesys storm: {count:,} events over {args.conversations:,} conversations")
+        elif not os.path.exists(events):
+            raise ValueError(f"events file not found: {events}")
+        result = run_demo(Path(events), settings, config_text, args.shards, args.reshard, Path(workdir), console,
+                          export=args.export)
+    if args.report:
+        with open(args.report, "wb") as out:
+            out.write(orjson.dumps(result.report(), option=orjson.OPT_INDENT_2) + b"\n")
+    _demo_summary(Console(), result, args)
+    return 0 if result.matches_replay else 1
+
+
+def _adapter_table(path: str | None) -> str:
+    """The [adapter] part of a settings file, carried into the KCL children's settings."""
+    if not path:
+        return ""
+    with open(path, "rb") as source:
+        adapter = tomllib.load(source).get("adapter")
+    return "" if not adapter else _toml_table("adapter", adapter)
+
+
+def _toml_table(name: str, table: dict) -> str:
+    lines, nested = [f"[{name}]"], []
+    for key, value in table.items():
+        if isinstance(value, dict):
+            nested.append(_toml_table(f"{name}.{key}", value))
+        else:
+            lines.append(f"{key} = {orjson.dumps(value).decode()}")
+    return "\n".join(lines) + "\n" + "".join(nested)
+
+
+def _demo_summary(console: Console, result, args: argparse.Namespace) -> None:
+    report = result.report()
+    summary = Table(title="processor demo: the real KCL daemon on the local stack", show_header=False,
+                    title_justify="left")
+    summary.add_column(style="bold")
+    summary.add_column(justify="right")
+    for name in ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes", "writes",
+                 "conversations"):
+        summary.add_row(name.replace("_", " "), f"{report[name]:,}")
+    summary.add_row("dead letters", f"{result.dead_letters:,}")
+    summary.add_row("records put", f"{result.put:,}")
+    if result.split_parent:
+        summary.add_row("shard split mid-run", result.split_parent)
+    summary.add_row("throughput", f"{result.put / result.seconds:,.0f} records/s end to end ({result.seconds:.1f} s)")
+    summary.add_row("table equals `processor replay`", "yes" if result.matches_replay else "NO")
+    console.print(summary)
+    shards = Table("shard", "events", "changes", "writes", "checkpointed at", title="per shard", title_justify="left")
+    for shard, entry in sorted(result.per_shard.items()):
+        shards.add_row(shard, f"{entry['counters']['events']:,}", f"{entry['counters']['changes']:,}",
+                       f"{entry['sink']['writes']:,}", str(entry["sequence"]))
+    console.print(shards)
+    if args.export:
+        console.print(f"export: {args.export}")
+    if args.report:
+        console.print(f"report: {args.report}")
 
 
 def run_generate(args: argparse.Namespace) -> int:

@@ -50,9 +50,10 @@ def describe(letter: DeadLetter, inline_limit: int | None = None) -> dict[str, A
     return entry
 
 
-class JsonlDeadLetters:
-    def __init__(self, path: str):
-        self.path = path
+class BufferedDeadLetters:
+    """Holds letters until the flush; subclasses say how to make a batch durable."""
+
+    def __init__(self) -> None:
         self._pending: list[DeadLetter] = []
         self.count = 0
 
@@ -60,36 +61,41 @@ class JsonlDeadLetters:
         self._pending.append(letter)
 
     def flush(self) -> None:
-        if not self._pending:
-            return
+        if self._pending:
+            self._write(self._pending)
+            self.count += len(self._pending)
+            self._pending = []
+
+    def _write(self, letters: list[DeadLetter]) -> None:
+        raise NotImplementedError
+
+
+class JsonlDeadLetters(BufferedDeadLetters):
+    def __init__(self, path: str):
+        super().__init__()
+        self.path = path
+
+    def _write(self, letters: list[DeadLetter]) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         with open(self.path, "ab") as out:
-            for letter in self._pending:
+            for letter in letters:
                 out.write(orjson.dumps(describe(letter)) + b"\n")
             out.flush()
             os.fsync(out.fileno())
-        self.count += len(self._pending)
-        self._pending.clear()
 
 
-class DynamoDeadLetters:
+class DynamoDeadLetters(BufferedDeadLetters):
     def __init__(self, client: Any, table: str):
+        super().__init__()
         self._client = client
         self._table = table
-        self._pending: list[DeadLetter] = []
-        self.count = 0
 
-    def add(self, letter: DeadLetter) -> None:
-        self._pending.append(letter)
-
-    def flush(self) -> None:
+    def _write(self, letters: list[DeadLetter]) -> None:
         def send(request: dict) -> dict:
             return with_retries(lambda: self._client.batch_write_item(RequestItems=request))
 
-        for start in range(0, len(self._pending), BATCH_WRITE_LIMIT):
+        for start in range(0, len(letters), BATCH_WRITE_LIMIT):
             puts = [{"PutRequest": {"Item": {k: serialize(v) for k, v in describe(letter, MAX_INLINE_BYTES).items()}}}
-                    for letter in self._pending[start:start + BATCH_WRITE_LIMIT]]
+                    for letter in letters[start:start + BATCH_WRITE_LIMIT]]
             for _ in until_processed(send, {self._table: puts}, "UnprocessedItems"):
                 pass
-        self.count += len(self._pending)
-        self._pending.clear()

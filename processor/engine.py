@@ -69,6 +69,10 @@ class ShardEngine:
         self._last_flush = time.monotonic()
 
     @property
+    def sink(self) -> Sink:
+        return self._sink
+
+    @property
     def committed_sequence(self) -> str | None:
         """The last sequence number whose effects are in DynamoDB and RocksDB."""
         return None if self._committed is None else str(self._committed)

@@ -52,9 +52,16 @@ def canonical(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
 
 
+_SCALARS = (str, int, float, bool, type(None))
+
+
 def same_value(a: Any, b: Any) -> bool:
     """Equality that tells `1`, `1.0` and `true` apart, as DynamoDB does."""
-    return a == b and (a is b or canonical(a) == canonical(b))
+    if a is b:
+        return True
+    if a != b or type(a) is not type(b):
+        return False
+    return isinstance(a, _SCALARS) or canonical(a) == canonical(b)  # containers may hide 1 vs true
 
 
 def wins(candidate: Register, incumbent: Register) -> bool:

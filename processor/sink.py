@@ -25,6 +25,8 @@ BATCH_GET_LIMIT = 100
 
 
 class Sink(Protocol):
+    counters: SinkCounters
+
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         """Stored states of these conversations (absent ones are left out)."""
 

@@ -13,10 +13,13 @@ import re
 from typing import Iterable, Mapping
 
 import orjson
-from rocksdict import AccessType, Options, Rdict, WriteBatch
+from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from processor.model import Register
 from processor.reduce import ConversationState
+
+WRITE_BUFFER_BYTES = 8 * 1024 * 1024
+BLOCK_CACHE_BYTES = 16 * 1024 * 1024
 
 _STATE = b"c:"
 _SEQUENCE = b"m:sequence"
@@ -45,6 +48,12 @@ class ShardStore:
         os.makedirs(path, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        # Bound memory per shard whatever the stream length (I8): small memtables, a small cache.
+        options.set_write_buffer_size(WRITE_BUFFER_BYTES)
+        options.set_max_write_buffer_number(2)
+        table = BlockBasedOptions()
+        table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
+        options.set_block_based_table_factory(table)
         access = AccessType.with_ttl(retention_seconds) if retention_seconds else AccessType.read_write()
         self._db = Rdict(path, options, access_type=access)
         self.path = path

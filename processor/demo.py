@@ -1,0 +1,295 @@
+"""`processor demo`: the main job on the embedded local stack, end to end.
+
+  1. start the local emulator (Kinesis + DynamoDB on a free loopback port);
+  2. create the stream (N shards), the conversation table and the dead-letter table;
+  3. start the real KCL MultiLangDaemon, whose children run this processor (`processor kcl`);
+  4. put the events with the conversation id as partition key, as the EventBridge rule does,
+     splitting a shard half-way through when asked;
+  5. wait until every record is processed and checkpointed (open shards at their last sequence,
+     closed ones at SHARD_END), showing progress;
+  6. stop the daemon (SIGTERM: children flush and checkpoint), export the table, write the report,
+     and check the table against `processor replay` of the same events.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import boto3
+import orjson
+
+from processor.adapters import Adapter
+from processor.config import Settings
+from processor.daemon import Daemon, local_properties
+from processor.deadletter import JsonlDeadLetters
+from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from processor.engine import Counters
+from processor.item import KEY
+from processor.kcl import stats_path
+from processor.replay import export_table, read_lines, replay
+from processor.sink import DynamoSink, dynamodb_client, ensure_table
+
+STREAM, APPLICATION = "conversation-events", "conversation-state-processor"
+PUT_BATCH = 500
+
+
+@dataclass
+class Producer:
+    """Puts events as the EventBridge Kinesis target does; remembers the last sequence per shard."""
+
+    kinesis: Any
+    adapter: Adapter
+    stream: str = STREAM
+    put: int = 0
+    last_sequence: dict[str, int] = field(default_factory=dict)
+
+    def send(self, lines: list[bytes]) -> None:
+        entries = [{"Data": line, "PartitionKey": self._key(line)} for line in lines]
+        while entries:
+            response = self.kinesis.put_records(StreamName=self.stream, Records=entries)
+            retry = []
+            for entry, result in zip(entries, response["Records"]):
+                if "ErrorCode" in result:
+                    retry.append(entry)
+                    continue
+                shard, sequence = result["ShardId"], int(result["SequenceNumber"])
+                self.last_sequence[shard] = max(sequence, self.last_sequence.get(shard, 0))
+                self.put += 1
+            entries = retry
+
+    def _key(self, line: bytes) -> str:
+        try:
+            envelope = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            envelope = None
+        key = self.adapter.partition_key(envelope) if isinstance(envelope, dict) else ""
+        return key or "unroutable"  # Kinesis needs a key; EventBridge would use its fallback too
+
+
+def split_widest_shard(kinesis: Any, stream: str = STREAM) -> str:
+    """Split the open shard with the widest hash range at its middle; returns the parent's id."""
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    open_shards = [s for s in shards if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
+    shard = max(open_shards, key=lambda s: int(s["HashKeyRange"]["EndingHashKey"])
+                - int(s["HashKeyRange"]["StartingHashKey"]))
+    low, high = int(shard["HashKeyRange"]["StartingHashKey"]), int(shard["HashKeyRange"]["EndingHashKey"])
+    kinesis.split_shard(StreamName=stream, ShardToSplit=shard["ShardId"], NewStartingHashKey=str((low + high) // 2))
+    return shard["ShardId"]
+
+
+def lease_checkpoints(dynamodb: Any, application: str = APPLICATION) -> dict[str, str]:
+    """shard id -> checkpoint, from the KCL lease table ({} until the daemon created it)."""
+    try:
+        items = dynamodb.scan(TableName=application, ConsistentRead=True)["Items"]
+    except dynamodb.exceptions.ResourceNotFoundException:
+        return {}
+    return {item["leaseKey"]["S"]: item.get("checkpoint", {}).get("S", "") for item in items}
+
+
+def drained(producer: Producer, checkpoints: dict[str, str], closed: set[str]) -> bool:
+    """Every shard that got records is checkpointed at its last record, or at SHARD_END if closed."""
+    for shard, last in producer.last_sequence.items():
+        checkpoint = checkpoints.get(shard, "")
+        if shard in closed:
+            if checkpoint != "SHARD_END":
+                return False
+        elif not checkpoint.isdigit() or int(checkpoint) < last:
+            return False
+    return True
+
+
+def closed_shards(kinesis: Any, stream: str = STREAM) -> set[str]:
+    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    return {s["ShardId"] for s in shards if "EndingSequenceNumber" in s["SequenceNumberRange"]}
+
+
+def shard_stats(state_dir: str) -> dict[str, dict]:
+    stats = {}
+    for path in Path(state_dir).glob("*.stats.json"):
+        try:
+            entry = orjson.loads(path.read_bytes())
+        except (OSError, orjson.JSONDecodeError):
+            continue
+        stats[entry["shard"]] = entry
+    return stats
+
+
+@dataclass
+class DemoResult:
+    counters: Counters
+    writes: int
+    per_shard: dict[str, dict]
+    put: int
+    seconds: float
+    matches_replay: bool
+    split_parent: str | None
+    dead_letters: int
+
+    def report(self) -> dict[str, int]:
+        values = {name: getattr(self.counters, name) for name in
+                  ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes")}
+        values["writes"] = self.writes
+        values["conversations"] = self.counters.conversations
+        return {name: int(value) for name, value in values.items()}
+
+
+class Stack:
+    """The emulator, the stream, the tables and the daemon, for one demo or test run."""
+
+    def __init__(self, workdir: Path, settings: Settings, shards: int, config_text: str = ""):
+        self.workdir = workdir
+        self.settings = settings
+        self.shards = shards
+        self._config_text = config_text
+        self.emulator = LocalEmulator(log_path=str(workdir / "emulator.log"))
+        self.daemons: list[Daemon] = []
+
+    def __enter__(self) -> Stack:
+        self.emulator.start()
+        for name, value in LOCAL_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+        endpoint = self.emulator.endpoint
+        self.kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
+        self.dynamodb = dynamodb_client(endpoint, region="us-east-1")
+        self.kinesis.create_stream(StreamName=STREAM, ShardCount=self.shards)
+        self.kinesis.get_waiter("stream_exists").wait(StreamName=STREAM, WaiterConfig={"Delay": 0.2})
+        ensure_table(self.dynamodb, self.settings.table)
+        ensure_table(self.dynamodb, self.settings.dead_letter_table, key="id")
+        self.state_dir = self.workdir / "state"
+        self.config_path = self.workdir / "processor.toml"
+        self.config_path.write_text(self._config_text + _local_settings(endpoint, self.settings, self.state_dir))
+        return self
+
+    def start_daemon(self, name: str = "worker-1") -> Daemon:
+        properties = self.workdir / f"{name}.properties"
+        executable = f"{sys.executable} -m processor.cli kcl --config {self.config_path}"
+        properties.write_text(local_properties(endpoint=self.emulator.endpoint, stream=STREAM,
+                                               application=APPLICATION, executable=executable,
+                                               extra={"workerId": name}))
+        env = dict(os.environ, **LOCAL_ENVIRONMENT)
+        daemon = Daemon(properties, self.workdir / f"{name}.log", env).start()
+        self.daemons.append(daemon)
+        return daemon
+
+    def __exit__(self, *exc: object) -> None:
+        for daemon in self.daemons:
+            daemon.stop(timeout=20)
+        self.emulator.stop()
+
+
+def _local_settings(endpoint: str, settings: Settings, state_dir: Path) -> str:
+    return (f"\n[processor]\nstate_dir = {str(state_dir)!r}\nflush_records = {settings.flush_records}\n"
+            f"flush_seconds = {settings.flush_seconds}\nretention_days = {settings.retention_days}\n"
+            f"[dynamodb]\nendpoint = {endpoint!r}\ntable = {settings.table!r}\n"
+            f"dead_letter_table = {settings.dead_letter_table!r}\n")
+
+
+def batches(lines: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
+    batch: list[bytes] = []
+    for line in lines:
+        batch.append(line)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def wait_until_drained(stack: Stack, producer: Producer, timeout: float, on_tick=None) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        checkpoints = lease_checkpoints(stack.dynamodb)
+        closed = closed_shards(stack.kinesis)
+        if on_tick is not None:
+            on_tick(checkpoints)
+        if drained(producer, checkpoints, closed):
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"records not all checkpointed after {timeout:.0f}s: {checkpoints}")
+        if not any(d.alive() for d in stack.daemons):
+            raise RuntimeError(f"the KCL daemon exited; see {stack.workdir}/worker-1.log")
+        time.sleep(0.5)
+
+
+def replay_matches(stack: Stack, events: Path, adapter: Adapter, shards: int) -> bool:
+    """Replay the same events into a fresh table on the same emulator; compare projections."""
+    table = "replay-check"
+    ensure_table(stack.dynamodb, table)
+    sink = DynamoSink(stack.dynamodb, table, adapter.derive, stack.settings.retention_seconds)
+    replay(read_lines(str(events)), adapter, sink, JsonlDeadLetters(str(stack.workdir / "replay-dead-letters.jsonl")),
+           shards=shards, retention_seconds=stack.settings.retention_seconds)
+    return _projections(stack.dynamodb, stack.settings.table) == _projections(stack.dynamodb, table)
+
+
+def _projections(dynamodb: Any, table: str) -> dict[str, dict]:
+    path = Path(tempfile.mkstemp(suffix=".jsonl")[1])
+    try:
+        export_table(dynamodb, table, str(path))
+        items = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    finally:
+        path.unlink()
+    return {item[KEY]: {k: v for k, v in item.items() if not k.startswith("_") and k != "version"} for item in items}
+
+
+def total_counters(stats: dict[str, dict]) -> tuple[Counters, int]:
+    counters, writes = Counters(), 0
+    for entry in stats.values():
+        counters = counters + Counters(**entry["counters"])
+        writes += entry["sink"]["writes"]
+    return counters, writes
+
+
+def run_demo(events: Path, settings: Settings, config_text: str, shards: int, reshard: bool, workdir: Path,
+             console: Any, export: str | None = None, timeout: float = 900.0) -> DemoResult:
+    """Everything `processor demo` does between parsing its arguments and printing its summary."""
+    from rich.live import Live
+
+    adapter = settings.build_adapter()
+    started = time.perf_counter()
+    split_parent = None
+    with Stack(workdir, settings, shards, config_text) as stack:
+        producer = Producer(stack.kinesis, adapter)
+        stack.start_daemon()
+        total = sum(1 for _ in read_lines(str(events)))
+        with Live(console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
+            def show(checkpoints: dict[str, str] | None = None) -> None:
+                live.update(progress_table(producer, total, shard_stats(str(stack.state_dir)), checkpoints or {}))
+
+            for batch in batches(read_lines(str(events)), PUT_BATCH):
+                producer.send(batch)
+                if reshard and split_parent is None and producer.put >= total // 2:
+                    split_parent = split_widest_shard(stack.kinesis)
+                show()
+            wait_until_drained(stack, producer, timeout, on_tick=show)
+        seconds = time.perf_counter() - started
+        for daemon in stack.daemons:
+            daemon.stop()
+        stats = shard_stats(str(stack.state_dir))
+        counters, writes = total_counters(stats)
+        if export:
+            export_table(stack.dynamodb, settings.table, export)
+        dead_letters = stack.dynamodb.scan(TableName=settings.dead_letter_table, Select="COUNT")["Count"]
+        matches = replay_matches(stack, events, adapter, shards)
+    return DemoResult(counters, writes, stats, producer.put, seconds, matches, split_parent, dead_letters)
+
+
+def progress_table(producer: Producer, total: int, stats: dict[str, dict], checkpoints: dict[str, str]) -> Any:
+    from rich.table import Table
+
+    processed = sum(entry["counters"]["events"] for entry in stats.values())
+    table = Table(title=f"put {producer.put:,}/{total:,}   processed {processed:,}", title_justify="left")
+    for column in ("shard", "put", "processed", "checkpoint", "lag"):
+        table.add_column(column, justify="right" if column != "shard" else "left")
+    for shard in sorted(set(producer.last_sequence) | set(stats)):
+        last = producer.last_sequence.get(shard, 0)
+        checkpoint = checkpoints.get(shard, "")
+        lag = "done" if checkpoint == "SHARD_END" else (
+            f"{max(0, last - int(checkpoint)):,}" if checkpoint.isdigit() else "-")
+        table.add_row(shard, f"{last:,}", f"{stats.get(shard, {}).get('counters', {}).get('events', 0):,}",
+                      checkpoint or "-", lag)
+    return table

@@ -1,0 +1,169 @@
+"""The KCL record processor: one shard lease, spoken to by the MultiLangDaemon over stdin/stdout.
+
+stdout is the protocol channel (I11): nothing here prints; logs go to stderr.
+
+amazon_kclpy's dispatcher catches any exception a hook raises, logs it and reports the action done,
+which would silently skip a batch. So every hook here turns an unexpected error into a loud exit
+(status 1): KCL sees the child die, the lease is released, and the shard is retried from its last
+checkpoint instead of being wedged or losing records.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import orjson
+
+from amazon_kclpy import kcl
+from amazon_kclpy.checkpoint_error import CheckpointError
+from amazon_kclpy.v3 import processor
+
+from processor.config import Settings, load_settings
+from processor.deadletter import DynamoDeadLetters
+from processor.engine import ShardEngine
+from processor.model import Record
+from processor.sink import DynamoSink, dynamodb_client
+from processor.store import ShardStore, shard_directory
+
+log = logging.getLogger("processor.kcl")
+F = TypeVar("F", bound=Callable[..., Any])
+
+CHECKPOINT_ATTEMPTS = 5
+
+
+def fatal_on_error(hook: F) -> F:
+    """Exit the child non-zero on any unexpected error (see the module docstring)."""
+
+    @functools.wraps(hook)
+    def guarded(self: ShardProcessor, *args: Any) -> Any:
+        try:
+            return hook(self, *args)
+        except SystemExit:
+            raise
+        except Exception:  # noqa: BLE001 - anything unexpected must stop this shard loudly
+            log.critical("shard %s: %s failed; exiting so KCL retries from the last checkpoint",
+                         self.shard_id, hook.__name__, exc_info=True)
+            raise SystemExit(1)
+
+    return guarded  # type: ignore[return-value]
+
+
+class ShardProcessor(processor.RecordProcessorBase):
+    """initialize → process_records* → one of lease_lost / shard_ended / shutdown_requested."""
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.shard_id = "?"
+        self.engine: ShardEngine | None = None
+        self._store: ShardStore | None = None
+
+    @fatal_on_error
+    def initialize(self, initialize_input: Any) -> None:
+        self.shard_id = initialize_input.shard_id
+        settings = self.settings
+        client = dynamodb_client(settings.endpoint)
+        adapter = settings.build_adapter()
+        self._store = ShardStore(shard_directory(settings.state_dir, self.shard_id), settings.retention_seconds)
+        self.engine = ShardEngine(self.shard_id, adapter, self._store,
+                                  DynamoSink(client, settings.table, adapter.derive, settings.retention_seconds),
+                                  DynamoDeadLetters(client, settings.dead_letter_table), settings.flush_policy)
+        log.info("shard %s: initialized at KCL checkpoint %s, local sequence %s", self.shard_id,
+                 initialize_input.sequence_number, self.engine.committed_sequence)
+
+    @fatal_on_error
+    def process_records(self, process_records_input: Any) -> None:
+        engine = self._engine()
+        engine.process([Record(r.binary_data, r.sequence_number, r.partition_key)
+                        for r in process_records_input.records])
+        if engine.flush_due():
+            self._checkpoint(process_records_input.checkpointer, self._flush())
+
+    @fatal_on_error
+    def lease_lost(self, lease_lost_input: Any) -> None:
+        """Another worker owns the shard now: drop the buffer, do not checkpoint."""
+        if self.engine is not None:
+            self.engine.discard()
+        log.info("shard %s: lease lost; unflushed changes dropped (the new owner replays them)", self.shard_id)
+        self._close()
+
+    @fatal_on_error
+    def shard_ended(self, shard_ended_input: Any) -> None:
+        """A reshard closed this shard: flush, then checkpoint with no argument (SHARD_END)."""
+        self._flush()
+        self._checkpoint(shard_ended_input.checkpointer, None)
+        log.info("shard %s: shard ended; children take over", self.shard_id)
+        self._close()
+
+    @fatal_on_error
+    def shutdown_requested(self, shutdown_requested_input: Any) -> None:
+        """The worker is stopping gracefully: flush and checkpoint, so the next owner starts there."""
+        self._checkpoint(shutdown_requested_input.checkpointer, self._flush())
+        log.info("shard %s: shutdown requested; flushed and checkpointed", self.shard_id)
+        self._close()
+
+    def _engine(self) -> ShardEngine:
+        if self.engine is None:
+            raise RuntimeError("record processor used before initialize")
+        return self.engine
+
+    def _flush(self) -> str | None:
+        """Flush, then leave this child's running totals beside the shard's database."""
+        engine = self._engine()
+        sequence = engine.flush()
+        write_stats(self.settings.state_dir, self.shard_id, engine)
+        return sequence
+
+    def _checkpoint(self, checkpointer: Any, sequence: str | None) -> None:
+        """Checkpoint as KCL documents: retry throttling, stop on shutdown, report invalid state."""
+        for attempt in range(CHECKPOINT_ATTEMPTS):
+            try:
+                checkpointer.checkpoint(sequence)
+                return
+            except CheckpointError as error:
+                if error.value == "ShutdownException":
+                    log.info("shard %s: checkpoint refused, the worker is shutting down", self.shard_id)
+                    return
+                if error.value == "ThrottlingException" and attempt < CHECKPOINT_ATTEMPTS - 1:
+                    time.sleep(0.2 * 2 ** attempt)
+                    continue
+                if error.value == "InvalidStateException":
+                    log.error("shard %s: checkpoint in invalid state (lease table problem)", self.shard_id)
+                raise
+
+    def _close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+        self.engine = None
+
+
+def stats_path(state_dir: str, shard_id: str) -> Path:
+    return Path(shard_directory(state_dir, shard_id) + ".stats.json")
+
+
+def write_stats(state_dir: str, shard_id: str, engine: ShardEngine) -> None:
+    """This process's totals for the shard (counters, sink requests, checkpointed sequence), replaced
+    atomically: what `processor demo` shows as progress and sums into its report."""
+    sink = engine.sink.counters
+    stats = {"shard": shard_id, "pid": os.getpid(), "sequence": engine.committed_sequence,
+             "counters": dataclasses.asdict(engine.counters),
+             "sink": {"writes": sink.writes, "reads": sink.reads, "conflicts": sink.conflicts,
+                      "throttles": sink.throttles}}
+    path = stats_path(state_dir, shard_id)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_bytes(orjson.dumps(stats))
+    temporary.replace(path)
+
+
+def run_child(config: str | None = None) -> int:
+    """The KCL child's entry point (`processor kcl`): logs to stderr, protocol on stdin/stdout."""
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    kcl.KCLProcess(ShardProcessor(load_settings(config))).run()
+    return 0
