@@ -53,6 +53,7 @@ class ShardStore:
         options.set_max_write_buffer_number(2)
         table = BlockBasedOptions()
         table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
+        table.set_cache_index_and_filter_blocks(True)  # else they grow outside the cache with the data
         options.set_block_based_table_factory(table)
         access = AccessType.with_ttl(retention_seconds) if retention_seconds else AccessType.read_write()
         self._db = Rdict(path, options, access_type=access)
