@@ -129,12 +129,13 @@ class DemoResult:
     matches_replay: bool
     split_parent: str | None
     dead_letters: int
+    conversations: int  # items in the table: a conversation that moved shards counts once
 
     def report(self) -> dict[str, int]:
         values = {name: getattr(self.counters, name) for name in
                   ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes")}
         values["writes"] = self.writes
-        values["conversations"] = self.counters.conversations
+        values["conversations"] = self.conversations
         return {name: int(value) for name, value in values.items()}
 
 
@@ -273,9 +274,16 @@ def run_demo(events: Path, settings: Settings, config_text: str, shards: int, re
         counters, writes = total_counters(stats)
         if export:
             export_table(stack.dynamodb, settings.table, export)
-        dead_letters = stack.dynamodb.scan(TableName=settings.dead_letter_table, Select="COUNT")["Count"]
+        dead_letters = count_items(stack.dynamodb, settings.dead_letter_table)
+        conversations = count_items(stack.dynamodb, settings.table)
         matches = replay_matches(stack, events, adapter, shards)
-    return DemoResult(counters, writes, stats, producer.put, seconds, matches, split_parent, dead_letters)
+    return DemoResult(counters, writes, stats, producer.put, seconds, matches, split_parent, dead_letters,
+                      conversations)
+
+
+def count_items(dynamodb: Any, table: str) -> int:
+    pages = dynamodb.get_paginator("scan").paginate(TableName=table, Select="COUNT", ConsistentRead=True)
+    return sum(page["Count"] for page in pages)
 
 
 def progress_table(producer: Producer, total: int, stats: dict[str, dict], checkpoints: dict[str, str]) -> Any:

@@ -87,8 +87,9 @@ class ShardProcessor(processor.RecordProcessorBase):
     @fatal_on_error
     def lease_lost(self, lease_lost_input: Any) -> None:
         """Another worker owns the shard now: drop the buffer, do not checkpoint."""
-        if self.engine is not None:
-            self.engine.discard()
+        if self.engine is None:
+            return  # already flushed and closed (KCL follows a graceful shutdown with lease_lost)
+        self.engine.discard()
         log.info("shard %s: lease lost; unflushed changes dropped (the new owner replays them)", self.shard_id)
         self._close()
 

@@ -42,6 +42,23 @@ def test_a_split_closes_the_parent_and_its_end_names_the_children(emulator):
     assert sorted(c["ShardId"] for c in page["ChildShards"]) == ["shardId-000000000001", "shardId-000000000002"]
 
 
+def test_list_shards_honours_the_shard_filter_kcl_uses(emulator):
+    kinesis = boto3.client("kinesis", endpoint_url=emulator.endpoint, region_name="us-east-1")
+    kinesis.create_stream(StreamName="filter", ShardCount=2)
+    kinesis.get_waiter("stream_exists").wait(StreamName="filter", WaiterConfig={"Delay": 0.2})
+    kinesis.split_shard(StreamName="filter", ShardToSplit="shardId-000000000001",
+                        NewStartingHashKey=str(2 ** 127 + 2 ** 126))
+
+    def listed(**shard_filter):
+        extra = {"ShardFilter": shard_filter} if shard_filter else {}
+        return [s["ShardId"][-1] for s in kinesis.list_shards(StreamName="filter", **extra)["Shards"]]
+
+    assert listed(Type="AT_TRIM_HORIZON") == ["0", "1"]  # children come later, via ChildShards
+    assert listed(Type="AT_LATEST") == ["0", "2", "3"]
+    assert listed(Type="FROM_TRIM_HORIZON") == listed() == ["0", "1", "2", "3"]
+    assert listed(Type="AFTER_SHARD_ID", ShardId="shardId-000000000001") == ["2", "3"]
+
+
 def test_injected_throttling_answers_like_dynamodb():
     with LocalEmulator(throttle=1.0) as throttled:
         client = boto3.client("dynamodb", endpoint_url=throttled.endpoint, region_name="us-east-1",

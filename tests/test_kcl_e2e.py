@@ -42,9 +42,12 @@ def test_processor_demo_with_a_split_mid_run_matches_replay(tmp_path):
     counts = json.loads(report.read_text())
     assert counts["events"] >= sum(1 for _ in read_lines(str(tmp_path / "work" / "storm.jsonl")))
     assert counts["changes"] > 0 and counts["rejected"] == 0
+    assert counts["conversations"] == 400  # once each, though some moved to a child shard
     assert len(export.read_text().splitlines()) == 400
     log = (tmp_path / "work" / "worker-1.log").read_text()
-    assert "Exception" not in log or "ShutdownException" in log
+    assert "shard ended; children take over" in log  # the split parent reached SHARD_END
+    assert "shutdown requested; flushed and checkpointed" in log  # SIGTERM reached the children
+    assert "exiting so KCL retries" not in log  # no child died
 
 
 def test_sigterm_and_restart_resume_from_checkpoints_without_duplicate_writes(events, tmp_path):

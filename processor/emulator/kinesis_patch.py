@@ -7,6 +7,7 @@ With this patch:
   * puts go only to open shards;
   * GetRecords on a closed shard, past its last record, returns no iterator and `ChildShards`
     (KCL 2.x requires them at shard end);
+  * ListShards honours ShardFilter (KCL's first lease sync after a split needs it);
   * PutRecord is O(1) and GetRecords O(k) (stock moto rescans the shard on every call).
 Pinned to moto==5.2.5: it touches moto internals.
 """
@@ -88,6 +89,25 @@ def _get_records(self):
     return ActionResult(body)
 
 
+def _list_shards(self):
+    """ListShards honouring ShardFilter, as KCL's first lease sync relies on: at TRIM_HORIZON only
+    the shards open at the trim horizon (moto never trims: those without a parent in the stream);
+    their children are found through ChildShards at shard end. Stock moto returns every shard, so a
+    split before the first sync leaves KCL with overlapping hash ranges, and it never starts."""
+    stream = self.kinesis_backend.describe_stream(stream_arn=self._get_param("StreamARN"),
+                                                   stream_name=self._get_param("StreamName"))
+    shards = sorted(stream.shards.values(), key=lambda shard: shard.shard_id)
+    shard_filter = self._get_param("ShardFilter") or {}
+    kind = shard_filter.get("Type")
+    if kind in ("AT_TRIM_HORIZON", "AT_TIMESTAMP"):
+        shards = [s for s in shards if s.parent not in stream.shards and s.adjacent_parent not in stream.shards]
+    elif kind == "AT_LATEST":
+        shards = [s for s in shards if s.is_open]
+    elif kind == "AFTER_SHARD_ID":
+        shards = [s for s in shards if s.shard_id > shard_filter.get("ShardId", "")]
+    return ActionResult({"Shards": [shard.to_json() for shard in shards]})
+
+
 # moto numbers a shard's records 1..N consecutively, so they can be indexed directly.
 def _max_sequence(self):
     return next(reversed(self.records)) if self.records else 0
@@ -124,6 +144,7 @@ def apply() -> None:
     kinesis_models.Stream.split_shard = _split_shard
     kinesis_models.Stream.merge_shards = _merge_shards
     kinesis_responses.KinesisResponse.get_records = _get_records
+    kinesis_responses.KinesisResponse.list_shards = _list_shards
     Shard.get_max_sequence_number = _max_sequence
     Shard.get_min_sequence_number = _min_sequence
     Shard.put_record = _put_record
