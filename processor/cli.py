@@ -64,7 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("--report", help="write the run's counts here as JSON")
     replay_parser.add_argument("--dead-letter", help="dead-letter JSONL (default: beside --export, "
                                                      "else ./dead-letters.jsonl)")
-    replay_parser.add_argument("--state-dir", help="keep shard RocksDBs here (default: a temporary directory)")
+    replay_parser.add_argument("--state-dir", help="keep shard RocksDBs here (default: a temporary directory); "
+                                                   "re-running with it resumes: lines already committed are skipped")
     replay_parser.add_argument("--dry-run", action="store_true",
                                help="engine and RocksDB only: no DynamoDB reads or writes")
     replay_parser.add_argument("--no-progress", action="store_true", help="no progress bar")

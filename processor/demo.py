@@ -12,6 +12,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import tempfile
@@ -82,13 +83,23 @@ def split_widest_shard(kinesis: Any, stream: str = STREAM) -> str:
     return shard["ShardId"]
 
 
-def lease_checkpoints(dynamodb: Any, application: str = APPLICATION) -> dict[str, str]:
-    """shard id -> checkpoint, from the KCL lease table ({} until the daemon created it)."""
+def leases(dynamodb: Any, application: str = APPLICATION) -> list[dict[str, Any]]:
+    """The KCL lease table's items ([] until the daemon created it)."""
     try:
-        items = dynamodb.scan(TableName=application, ConsistentRead=True)["Items"]
+        return dynamodb.scan(TableName=application, ConsistentRead=True)["Items"]
     except dynamodb.exceptions.ResourceNotFoundException:
-        return {}
-    return {item["leaseKey"]["S"]: item.get("checkpoint", {}).get("S", "") for item in items}
+        return []
+
+
+def lease_checkpoints(dynamodb: Any, application: str = APPLICATION) -> dict[str, str]:
+    """shard id -> checkpoint."""
+    return {item["leaseKey"]["S"]: item.get("checkpoint", {}).get("S", "") for item in leases(dynamodb, application)}
+
+
+def lease_owners(dynamodb: Any, application: str = APPLICATION) -> dict[str, str]:
+    """shard id -> worker holding the lease, for shards not yet ended."""
+    return {item["leaseKey"]["S"]: item.get("leaseOwner", {}).get("S", "") for item in leases(dynamodb, application)
+            if item.get("checkpoint", {}).get("S") != "SHARD_END"}
 
 
 def drained(producer: Producer, checkpoints: dict[str, str], closed: set[str]) -> bool:
@@ -109,8 +120,9 @@ def closed_shards(kinesis: Any, stream: str = STREAM) -> set[str]:
 
 
 def shard_stats(state_dir: str) -> dict[str, dict]:
+    """The latest totals each shard's child left (one worker: the demo's case)."""
     stats = {}
-    for path in Path(state_dir).glob("*.stats.json"):
+    for path in Path(state_dir).glob("*/*.stats.json"):
         try:
             entry = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):
@@ -162,13 +174,16 @@ class Stack:
         ensure_table(self.dynamodb, self.settings.table)
         ensure_table(self.dynamodb, self.settings.dead_letter_table, key="id")
         self.state_dir = self.workdir / "state"
-        self.config_path = self.workdir / "processor.toml"
-        self.config_path.write_text(self._config_text + _local_settings(endpoint, self.settings, self.state_dir))
         return self
 
-    def start_daemon(self, name: str = "worker-1") -> Daemon:
+    def start_daemon(self, name: str = "worker-1", **overrides: Any) -> Daemon:
+        """A KCL worker with its own state directory, as each ECS task has its own disk.
+        `overrides` replace settings for this worker only (e.g. flush_seconds)."""
+        config = self.workdir / f"{name}.toml"
+        settings = dataclasses.replace(self.settings, **overrides)
+        config.write_text(self._config_text + _local_settings(self.emulator.endpoint, settings, self.state_dir / name))
         properties = self.workdir / f"{name}.properties"
-        executable = f"{sys.executable} -m processor.cli kcl --config {self.config_path}"
+        executable = f"{sys.executable} -m processor.cli kcl --config {config}"
         properties.write_text(local_properties(endpoint=self.emulator.endpoint, stream=STREAM,
                                                application=APPLICATION, executable=executable,
                                                extra={"workerId": name}))
@@ -213,7 +228,7 @@ def wait_until_drained(stack: Stack, producer: Producer, timeout: float, on_tick
         if time.monotonic() > deadline:
             raise TimeoutError(f"records not all checkpointed after {timeout:.0f}s: {checkpoints}")
         if not any(d.alive() for d in stack.daemons):
-            raise RuntimeError(f"the KCL daemon exited; see {stack.workdir}/worker-1.log")
+            raise RuntimeError(f"every KCL daemon exited; see the worker logs in {stack.workdir}")
         time.sleep(0.5)
 
 

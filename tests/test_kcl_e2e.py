@@ -5,14 +5,18 @@ Each test asserts the final table against `processor replay` of the same events.
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from processor.config import Settings
-from processor.demo import Producer, Stack, batches, replay_matches, shard_stats, total_counters, wait_until_drained
+from processor.demo import (Producer, Stack, batches, lease_checkpoints, lease_owners, replay_matches, shard_stats,
+                            total_counters, wait_until_drained)
 from processor.replay import read_lines
 from processor.storm import StormShape, write_storm
 
@@ -67,4 +71,114 @@ def test_sigterm_and_restart_resume_from_checkpoints_without_duplicate_writes(ev
         counters, _ = total_counters(shard_stats(str(stack.state_dir)))
         conflicts = sum(entry["sink"]["conflicts"] for entry in shard_stats(str(stack.state_dir)).values())
         assert conflicts == 0  # nothing was written twice: the restart replayed nothing already written
+        assert replay_matches(stack, events, settings.build_adapter(), shards=2)
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.5)
+
+
+def processed(stack: Stack) -> int:
+    return sum(entry["counters"]["events"] for entry in shard_stats(str(stack.state_dir)).values())
+
+
+def test_poison_records_are_dead_lettered_with_shard_and_sequence_and_the_shard_keeps_flowing(events, tmp_path):
+    """6: garbage between good records: dead letters in the table, everything else applied."""
+    lines = list(read_lines(str(events)))[:1500]
+    poison = [b"\xff\xfe not utf-8", b"{broken json", b"[1, 2, 3]", json.dumps({"detail": {"topicName": "x"}}).encode()]
+    mixed = lines[:500] + poison + lines[500:]
+    (tmp_path / "mixed.jsonl").write_bytes(b"\n".join(line for line in mixed if b"\n" not in line) + b"\n")
+    settings = Settings()
+    with Stack(tmp_path, settings, shards=2) as stack:
+        producer = Producer(stack.kinesis, settings.build_adapter())
+        stack.start_daemon()
+        put_all(producer, mixed)
+        wait_until_drained(stack, producer, timeout=300)
+        letters = stack.dynamodb.scan(TableName=settings.dead_letter_table)["Items"]
+        reasons = sorted(letter["reason"]["S"].split(":")[0] for letter in letters)
+        assert reasons == ["not JSON", "not UTF-8", "not a JSON object", "topicName is not a Genesys conversation topic"]
+        assert all(letter["shardId"]["S"].startswith("shardId-") and letter["sequenceNumber"]["S"].isdigit()
+                   for letter in letters)
+        assert replay_matches(stack, tmp_path / "mixed.jsonl", settings.build_adapter(), shards=2)
+
+
+def test_kill_9_of_a_child_and_of_the_daemon_lose_nothing(events, tmp_path):
+    """3: a child killed mid-run, then the whole daemon killed; restarts converge on the replay."""
+    lines = list(read_lines(str(events)))
+    third = len(lines) // 3
+    settings = Settings()
+    with Stack(tmp_path, settings, shards=2) as stack:
+        producer = Producer(stack.kinesis, settings.build_adapter())
+        daemon = stack.start_daemon()
+        put_all(producer, lines[:third])
+        wait_for(lambda: processed(stack) > 0 and daemon.children(), 120, "processing to start")
+        os.kill(daemon.children()[0], signal.SIGKILL)  # one shard's child dies mid-run
+        # MultiLangDaemon answers a dead child by shutting the worker down gracefully (the other
+        # children flush and checkpoint); the supervisor (ECS) starts a new one.
+        wait_for(lambda: not daemon.alive(), 120, "the worker to shut down after its child died")
+        put_all(producer, lines[third: 2 * third])
+        stack.start_daemon("worker-1")
+        wait_until_drained(stack, producer, timeout=300)
+        put_all(producer, lines[2 * third:])
+        wait_for(lambda: processed(stack) > 0, 60, "more processing")
+        stack.daemons[-1].kill()  # the whole worker dies, children included, wherever they were
+        stack.start_daemon("worker-1")
+        wait_until_drained(stack, producer, timeout=300)
+        assert replay_matches(stack, events, settings.build_adapter(), shards=2)
+
+
+def test_two_workers_share_leases_survive_failover_and_a_zombie_cannot_overwrite(events, tmp_path):
+    """5: leases balance; a worker paused past its lease comes back as a zombie; one dies."""
+    lines = list(read_lines(str(events)))
+    quarter = len(lines) // 4
+    settings = Settings()
+    with Stack(tmp_path, settings, shards=4) as stack:
+        producer = Producer(stack.kinesis, settings.build_adapter())
+        first = stack.start_daemon("worker-a", flush_seconds=20.0)  # holds changes: a zombie with a buffer
+        second = stack.start_daemon("worker-b")
+        wait_for(lambda: set(lease_owners(stack.dynamodb).values()) == {"worker-a", "worker-b"}, 180, "both to hold leases")
+        put_all(producer, lines[:quarter])
+        time.sleep(3)  # worker-a fetched and applied its part, and has not flushed it
+        os.killpg(first.pid, signal.SIGSTOP)  # worker-a freezes, children and all, past its lease
+        put_all(producer, lines[quarter: 2 * quarter])
+        wait_for(lambda: set(lease_owners(stack.dynamodb).values()) == {"worker-b"}, 120, "worker-b to take every lease")
+        wait_until_drained(stack, producer, timeout=300)
+        os.killpg(first.pid, signal.SIGCONT)  # the zombie wakes up with a stale buffer
+        put_all(producer, lines[2 * quarter: 3 * quarter])
+        wait_until_drained(stack, producer, timeout=300)
+        first.kill()
+        put_all(producer, lines[3 * quarter:])
+        wait_until_drained(stack, producer, timeout=300)
+        assert replay_matches(stack, events, settings.build_adapter(), shards=4)
+
+
+def test_update_shard_count_up_and_down_under_load(events, tmp_path):
+    """4: UpdateShardCount 2 → 4 → 2 while records flow: every parent reaches SHARD_END, children
+    pick conversations up by reading them from DynamoDB, and the table equals the replay."""
+    lines = list(read_lines(str(events)))
+    third = len(lines) // 3
+    settings = Settings()
+    with Stack(tmp_path, settings, shards=2) as stack:
+        producer = Producer(stack.kinesis, settings.build_adapter())
+        stack.start_daemon()
+        put_all(producer, lines[:third])
+        stack.kinesis.update_shard_count(StreamName="conversation-events", TargetShardCount=4,
+                                         ScalingType="UNIFORM_SCALING")
+        put_all(producer, lines[third: 2 * third])
+        stack.kinesis.update_shard_count(StreamName="conversation-events", TargetShardCount=2,
+                                         ScalingType="UNIFORM_SCALING")
+        put_all(producer, lines[2 * third:])
+        wait_until_drained(stack, producer, timeout=400)
+        shards = stack.kinesis.list_shards(StreamName="conversation-events")["Shards"]
+        closed = {s["ShardId"] for s in shards if "EndingSequenceNumber" in s["SequenceNumberRange"]}
+        assert len(closed) == 6 and len(shards) == 8  # 2 parents, 4 split children (closed by the merge), 2 merged
+        checkpoints = lease_checkpoints(stack.dynamodb)
+        assert all(checkpoints[shard] == "SHARD_END" for shard in closed if shard in checkpoints)
+        stats = shard_stats(str(stack.state_dir))
+        children = [entry for shard, entry in stats.items() if shard not in ("shardId-000000000000", "shardId-000000000001")]
+        assert sum(entry["counters"]["rehydrated"] for entry in children) > 0  # state followed the conversations
         assert replay_matches(stack, events, settings.build_adapter(), shards=2)
