@@ -28,7 +28,7 @@ from rich.table import Table
 from processor.config import Settings, load_settings
 from processor.deadletter import JsonlDeadLetters
 from processor.emulator import LOCAL_ENVIRONMENT, EmulatorError, LocalEmulator
-from processor.replay import ReplayResult, export_table, read_lines, replay
+from processor.replay import REPORT_KEYS, ReplayResult, export_table, read_lines, replay
 from processor.retry import GaveUp
 from processor.storm import StormShape, write_storm
 from processor.sink import DynamoSink, NullSink, dynamodb_client, ensure_table
@@ -152,14 +152,7 @@ def _toml_table(name: str, table: dict) -> str:
 
 
 def _demo_summary(console: Console, result, args: argparse.Namespace) -> None:
-    report = result.report()
-    summary = Table(title="processor demo: the real KCL daemon on the local stack", show_header=False,
-                    title_justify="left")
-    summary.add_column(style="bold")
-    summary.add_column(justify="right")
-    for name in ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes", "writes",
-                 "conversations"):
-        summary.add_row(name.replace("_", " "), f"{report[name]:,}")
+    summary = _counts_table("processor demo: the real KCL daemon on the local stack", result.report())
     summary.add_row("dead letters", f"{result.dead_letters:,}")
     summary.add_row("records put", f"{result.put:,}")
     if result.split_parent:
@@ -248,15 +241,19 @@ def _beside(path: str | None, name: str) -> str:
     return f"{stem}.{name}"
 
 
-def _summary(console: Console, result: ReplayResult, settings: Settings, table: str,
-             exported: int | None, args: argparse.Namespace, dead_letters: JsonlDeadLetters) -> None:
-    report = result.report()
-    summary = Table(title=f"processor replay: {args.events}", show_header=False, title_justify="left")
+def _counts_table(title: str, report: dict[str, int]) -> Table:
+    """The report's counts as the first rows of a two-column summary; callers add their own rows."""
+    summary = Table(title=title, show_header=False, title_justify="left")
     summary.add_column(style="bold")
     summary.add_column(justify="right")
-    for name in ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes", "writes",
-                 "conversations"):
+    for name in REPORT_KEYS:
         summary.add_row(name.replace("_", " "), f"{report[name]:,}")
+    return summary
+
+
+def _summary(console: Console, result: ReplayResult, settings: Settings, table: str,
+             exported: int | None, args: argparse.Namespace, dead_letters: JsonlDeadLetters) -> None:
+    summary = _counts_table(f"processor replay: {args.events}", result.report())
     summary.add_row("write conflicts merged", f"{result.sink.conflicts:,}")
     summary.add_row("throttled and retried", f"{result.sink.throttles:,}")
     summary.add_row("DynamoDB reads", f"{result.sink.reads:,}")
