@@ -125,3 +125,38 @@ def test_an_unexpected_error_exits_the_child_loudly(tmp_path, emulator):
     assert child.process.wait(timeout=60) == 1
     assert child.process.stdout.read().strip() == ""  # no status for the failed batch: KCL will not skip it
     assert "exiting so KCL retries from the last checkpoint" in child.process.stderr.read()
+
+
+class StubCheckpointer:
+    """Raises the given CheckpointError values in turn, then accepts."""
+
+    def __init__(self, *errors: str):
+        self.errors = list(errors)
+        self.calls: list[str | None] = []
+
+    def checkpoint(self, sequence_number=None, sub_sequence_number=None):
+        from amazon_kclpy.checkpoint_error import CheckpointError
+
+        self.calls.append(sequence_number)
+        if self.errors:
+            raise CheckpointError(self.errors.pop(0))
+
+
+def test_checkpoint_errors_are_handled_as_kcl_documents(monkeypatch):
+    from amazon_kclpy.checkpoint_error import CheckpointError
+
+    from processor import kcl
+    from processor.config import Settings
+
+    monkeypatch.setattr(kcl.time, "sleep", lambda _: None)
+    shard = kcl.ShardProcessor(Settings())
+    throttled = StubCheckpointer("ThrottlingException", "ThrottlingException")
+    shard._checkpoint(throttled, "42")
+    assert throttled.calls == ["42", "42", "42"]  # retried until accepted
+    shutting_down = StubCheckpointer("ShutdownException")
+    shard._checkpoint(shutting_down, "43")  # accepted quietly: another worker takes over
+    assert shutting_down.calls == ["43"]
+    with pytest.raises(CheckpointError):
+        shard._checkpoint(StubCheckpointer("InvalidStateException"), "44")
+    with pytest.raises(CheckpointError):
+        shard._checkpoint(StubCheckpointer(*["ThrottlingException"] * kcl.CHECKPOINT_ATTEMPTS), "45")
