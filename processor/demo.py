@@ -31,7 +31,7 @@ from processor.deadletter import JsonlDeadLetters
 from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
 from processor.engine import Counters
 from processor.item import KEY
-from processor.kcl import stats_path
+from processor.kcl import STATS_SUFFIX
 from processor.replay import export_table, read_lines, replay
 from processor.sink import DynamoSink, dynamodb_client, ensure_table
 
@@ -122,7 +122,7 @@ def closed_shards(kinesis: Any, stream: str = STREAM) -> set[str]:
 def shard_stats(state_dir: str) -> dict[str, dict]:
     """The latest totals each shard's child left (one worker: the demo's case)."""
     stats = {}
-    for path in Path(state_dir).glob("*/*.stats.json"):
+    for path in Path(state_dir).glob(f"*/*{STATS_SUFFIX}"):
         try:
             entry = orjson.loads(path.read_bytes())
         except (OSError, orjson.JSONDecodeError):

@@ -144,8 +144,11 @@ class ShardProcessor(processor.RecordProcessorBase):
         self.engine = None
 
 
+STATS_SUFFIX = ".stats.json"
+
+
 def stats_path(state_dir: str, shard_id: str) -> Path:
-    return Path(shard_directory(state_dir, shard_id) + ".stats.json")
+    return Path(shard_directory(state_dir, shard_id) + STATS_SUFFIX)
 
 
 def write_stats(state_dir: str, shard_id: str, engine: ShardEngine) -> None:
