@@ -273,8 +273,15 @@ def run_demo(events: Path, settings: Settings, config_text: str, shards: int, re
         stack.start_daemon()
         total = sum(1 for _ in read_lines(str(events)))
         with Live(console=console, refresh_per_second=4, transient=not console.is_terminal) as live:
+            last_line = [0.0]
+
             def show(checkpoints: dict[str, str] | None = None) -> None:
-                live.update(progress_table(producer, total, shard_stats(str(stack.state_dir)), checkpoints or {}))
+                stats = shard_stats(str(stack.state_dir))
+                live.update(progress_table(producer, total, stats, checkpoints or {}))
+                if not console.is_terminal and time.monotonic() - last_line[0] >= 10:  # logs get a line
+                    last_line[0] = time.monotonic()
+                    done = sum(entry["counters"]["events"] for entry in stats.values())
+                    console.print(f"put {producer.put:,}/{total:,}, processed {done:,}", highlight=False)
 
             for batch in batches(read_lines(str(events)), PUT_BATCH):
                 producer.send(batch)
