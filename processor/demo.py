@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import sys
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +31,7 @@ from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
 from processor.engine import Counters
 from processor.item import KEY
 from processor.kcl import STATS_SUFFIX
-from processor.replay import export_table, read_lines, replay
+from processor.replay import export_table, read_lines, replay, route, scan_items
 from processor.sink import DynamoSink, dynamodb_client, ensure_table
 
 STREAM, APPLICATION = "conversation-events", "conversation-state-processor"
@@ -64,11 +63,7 @@ class Producer:
             entries = retry
 
     def _key(self, line: bytes) -> str:
-        try:
-            envelope = orjson.loads(line)
-        except orjson.JSONDecodeError:
-            envelope = None
-        key = self.adapter.partition_key(envelope) if isinstance(envelope, dict) else ""
+        key, _ = route(self.adapter, line)
         return key or "unroutable"  # Kinesis needs a key; EventBridge would use its fallback too
 
 
@@ -243,13 +238,8 @@ def replay_matches(stack: Stack, events: Path, adapter: Adapter, shards: int) ->
 
 
 def _projections(dynamodb: Any, table: str) -> dict[str, dict]:
-    path = Path(tempfile.mkstemp(suffix=".jsonl")[1])
-    try:
-        export_table(dynamodb, table, str(path))
-        items = [orjson.loads(line) for line in path.read_bytes().splitlines()]
-    finally:
-        path.unlink()
-    return {item[KEY]: {k: v for k, v in item.items() if not k.startswith("_") and k != "version"} for item in items}
+    return {item[KEY]: {k: v for k, v in item.items() if not k.startswith("_") and k != "version"}
+            for item in scan_items(dynamodb, table)}
 
 
 def total_counters(stats: dict[str, dict]) -> tuple[Counters, int]:

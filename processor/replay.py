@@ -124,12 +124,17 @@ def _feed(engine: ShardEngine, batch: list[Record]) -> None:
         engine.flush()
 
 
-def export_table(client: Any, table: str, path: str) -> int:
-    """Write every item of `table` as a JSON line (plain values), sorted by conversation id."""
+def scan_items(client: Any, table: str) -> list[dict[str, Any]]:
+    """Every item of `table` in plain JSON values, sorted by conversation id (strongly consistent)."""
     items: list[dict[str, Any]] = []
     for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):
         items.extend(exportable(item) for item in page.get("Items", []))
-    items.sort(key=lambda item: str(item.get(KEY, "")))
+    return sorted(items, key=lambda item: str(item.get(KEY, "")))
+
+
+def export_table(client: Any, table: str, path: str) -> int:
+    """Write every item of `table` as a JSON line (plain values), sorted by conversation id."""
+    items = scan_items(client, table)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as out:
         for item in items:
