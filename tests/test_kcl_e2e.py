@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from processor.config import Settings
-from processor.demo import (Producer, Stack, batches, lease_checkpoints, lease_owners, replay_matches, shard_stats,
-                            total_counters, wait_until_drained)
+from processor.demo import (Producer, Stack, batches, closed_shards, lease_checkpoints, lease_owners, replay_matches,
+                            shard_stats, total_counters, wait_until_drained)
 from processor.replay import read_lines
 from processor.storm import StormShape, write_storm
 
@@ -156,8 +156,40 @@ def test_two_workers_share_leases_survive_failover_and_a_zombie_cannot_overwrite
         assert replay_matches(stack, events, settings.build_adapter(), shards=4)
 
 
-@pytest.mark.xfail(strict=False, reason="open (issue 3): in 1 of 2 runs a split child closed by the merge stayed at "
-                   "a numeric checkpoint instead of SHARD_END for 400 s, so its merged child never started")
+def stalled_at_shard_end(producer: Producer, checkpoints: dict[str, str], closed: set[str]) -> set[str]:
+    """Closed shards checkpointed at their last record that never reached SHARD_END.
+
+    The signature of a race in KCL 2.5.8, the version the local jars bundle: when a shard's first
+    batch is also its end (a split child that a merge closed before its consumer started), the
+    batch can be handled before the scheduler finishes initializing the consumer, which then moves
+    to SHUTDOWN_COMPLETE without running its ShutdownTask: no SHARD_END checkpoint, and the merged
+    child waits for ever (amazon-kinesis-client issue 837, fixed by pull request 1319 in KCL 2.6.0;
+    the official amazon-kclpy 3.x that production installs bundles KCL 3 with the fix). A thread
+    dump of a stalled run shows it: the shard's prefetcher still running, no task for its consumer.
+    """
+    return {shard for shard in closed if checkpoints.get(shard, "").isdigit()
+            and int(checkpoints[shard]) >= producer.last_sequence.get(shard, 0)}
+
+
+def drain_across_the_kcl_2_5_8_race(stack: Stack, producer: Producer, timeout: float) -> int:
+    """Wait until drained; if a closed shard stalls with the race's signature, stop the worker and
+    start a fresh one (the ECS task being replaced), which takes the lease afresh, as the fix's
+    authors describe. Returns how many replacements it took."""
+    for replacement in range(3):
+        try:
+            wait_until_drained(stack, producer, timeout=timeout)
+            return replacement
+        except TimeoutError:
+            stalled = stalled_at_shard_end(producer, lease_checkpoints(stack.dynamodb), closed_shards(stack.kinesis))
+            if not stalled:
+                raise
+            print(f"KCL 2.5.8 shard-end race on {sorted(stalled)}: replacing the worker", file=sys.stderr)
+            stack.daemons[-1].stop(timeout=60)
+            stack.start_daemon(f"worker-{replacement + 2}")
+    wait_until_drained(stack, producer, timeout=timeout)
+    return 3
+
+
 def test_update_shard_count_up_and_down_under_load(events, tmp_path):
     """4: UpdateShardCount 2 → 4 → 2 while records flow: every parent reaches SHARD_END, children
     pick conversations up by reading them from DynamoDB, and the table equals the replay."""
@@ -174,7 +206,7 @@ def test_update_shard_count_up_and_down_under_load(events, tmp_path):
         stack.kinesis.update_shard_count(StreamName="conversation-events", TargetShardCount=2,
                                          ScalingType="UNIFORM_SCALING")
         put_all(producer, lines[2 * third:])
-        wait_until_drained(stack, producer, timeout=400)
+        drain_across_the_kcl_2_5_8_race(stack, producer, timeout=150)
         shards = stack.kinesis.list_shards(StreamName="conversation-events")["Shards"]
         closed = {s["ShardId"] for s in shards if "EndingSequenceNumber" in s["SequenceNumberRange"]}
         assert len(closed) == 6 and len(shards) == 8  # 2 parents, 4 split children (closed by the merge), 2 merged
