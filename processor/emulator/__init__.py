@@ -8,6 +8,7 @@ sit inside the engine being measured or tested.
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -34,11 +35,11 @@ def free_port() -> int:
 
 class LocalEmulator:
     def __init__(self, port: int | None = None, throttle: float = 0.0, seed: int | None = None,
-                 log_path: str | None = None):
+                 log_path: str | None = None, meter: bool = False):
         self.port = port or free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
         self._args: Sequence[str] = ["--port", str(self.port), "--throttle", str(throttle)] + (
-            ["--seed", str(seed)] if seed is not None else [])
+            ["--seed", str(seed)] if seed is not None else []) + (["--meter"] if meter else [])
         self._log_path = log_path
         self._process: subprocess.Popen | None = None
 
@@ -74,6 +75,12 @@ class LocalEmulator:
                 return True
         except OSError:
             return False
+
+    def meter(self, *tables: str) -> dict:
+        """Per table: request counts, write units and the applied PutItem items (needs `meter=True`)."""
+        query = "&".join(f"table={table}" for table in tables)
+        with urllib.request.urlopen(f"{self.endpoint}/_meter?{query}", timeout=60) as response:
+            return json.loads(response.read())
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -6,14 +6,18 @@ Run as `python -m processor.emulator.server --port N`. Why each piece:
   * one lock around moto, which is not thread-safe (concurrent puts lose records);
   * the Kinesis resharding patch (see kinesis_patch);
   * optional throttling faults (`--throttle FRACTION`): a share of DynamoDB data-plane requests
-    answered with ProvisionedThroughputExceededException, to test the retry path for real.
+    answered with ProvisionedThroughputExceededException, to test the retry path for real;
+  * an optional meter (`--meter`): DynamoDB requests and write units per table, served as JSON
+    on `GET /_meter?table=NAME` (see meter).
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
+import io
 import json
 import random
+import re
 import signal
 import threading
 
@@ -22,11 +26,34 @@ from hypercorn.config import Config
 from moto.server import DomainDispatcherApplication, create_backend_app
 
 from processor.emulator import kinesis_patch
+from processor.emulator.meter import Meter
 
 THROTTLED_ACTIONS = {"PutItem", "UpdateItem", "GetItem", "BatchGetItem", "BatchWriteItem", "DeleteItem"}
 
 
-def build_app(throttle: float, seed: int | None):
+def moto_stored_size(region: str, table_name: str, attributes: dict) -> int:
+    """The size moto gives the stored item with these key attributes (0 when there is none)."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+    from moto.dynamodb.models.dynamo_type import DynamoType
+
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].tables.get(table_name)
+    if table is None or table.hash_key_attr not in attributes:
+        return 0
+    range_key = DynamoType(attributes[table.range_key_attr]) if table.range_key_attr else None
+    try:
+        item = table.get_item(DynamoType(attributes[table.hash_key_attr]), range_key)
+    except Exception:  # noqa: BLE001 - a malformed key: moto answers the request with the error
+        return 0
+    return item.size() if item is not None else 0
+
+
+def _region(environ) -> str:
+    scope = re.search(r"Credential=[^/]+/\d+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
+    return scope.group(1) if scope else "us-east-1"
+
+
+def build_app(throttle: float, seed: int | None, meter: bool = False):
     dispatcher = DomainDispatcherApplication(create_backend_app)
     services: dict[str, object] = {}
     lock = threading.Lock()
@@ -43,8 +70,35 @@ def build_app(throttle: float, seed: int | None):
             app = services[service] = dispatcher.get_application(environ)
         return app(environ, start_response)
 
+    usage = Meter()
+
+    def metered(environ, start_response, action: str):
+        region = _region(environ)
+        stored_size = lambda table, key: moto_stored_size(region, table, key)  # noqa: E731
+        body = environ["wsgi.input"].read()
+        environ["wsgi.input"] = io.BytesIO(body)
+        request = json.loads(body or b"{}")
+        status = []
+
+        def capture(status_line, headers, exc_info=None):
+            status.append(int(status_line.split()[0]))
+            return start_response(status_line, headers, exc_info)
+
+        touched = usage.before(action, request, stored_size)
+        response = list(moto_app(environ, capture))
+        usage.after(action, request, touched, status[0], b"".join(response), stored_size)
+        return response
+
+    def report(environ, start_response):
+        body = usage.report_json(environ.get("QUERY_STRING", ""))
+        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        return [body]
+
     def app(environ, start_response):
         target = environ.get("HTTP_X_AMZ_TARGET", "")
+        if meter and environ.get("PATH_INFO") == "/_meter":
+            with lock:
+                return report(environ, start_response)
         if throttle and target.startswith("DynamoDB_") and target.split(".")[-1] in THROTTLED_ACTIONS:
             with lock:
                 throttled = chance.random() < throttle
@@ -55,6 +109,8 @@ def build_app(throttle: float, seed: int | None):
                                                    ("Content-Length", str(len(body)))])
                 return [body]
         with lock:
+            if meter and target.startswith("DynamoDB_"):
+                return metered(environ, start_response, target.split(".")[-1])
             return list(moto_app(environ, start_response))
 
     return app
@@ -66,6 +122,7 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--throttle", type=float, default=0.0)
     parser.add_argument("--seed", type=int, default=None)
+    parser.add_argument("--meter", action="store_true", help="count DynamoDB requests and write units")
     args = parser.parse_args()
     kinesis_patch.apply()
 
@@ -82,7 +139,7 @@ def main() -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(signum, stop.set)
-        await serve(build_app(args.throttle, args.seed), config, mode="wsgi", shutdown_trigger=stop.wait)
+        await serve(build_app(args.throttle, args.seed, args.meter), config, mode="wsgi", shutdown_trigger=stop.wait)
 
     asyncio.run(run())
 
