@@ -89,6 +89,17 @@ def _parser() -> argparse.ArgumentParser:
     demo_parser.add_argument("--workdir", help="keep logs, state and settings here (default: a temporary directory)")
     demo_parser.set_defaults(run=run_demo_command)
 
+    bench_parser = commands.add_parser("bench", help="this processor side by side with the patterns in use today",
+                                       description=bench_module_doc(),
+                                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    bench_parser.add_argument("--quick", action="store_true", help="a smaller run without the KCL daemon (< 5 min)")
+    bench_parser.add_argument("--conversations", type=int, help="storm size (default 1,000; --quick 200)")
+    bench_parser.add_argument("--out", help="write the results as JSON here (and the chart beside it as .png)")
+    bench_parser.add_argument("--chart", help="write the PNG chart here (default: beside --out)")
+    bench_parser.add_argument("--readme", help="rewrite this README's results section (between bench markers)")
+    bench_parser.add_argument("--workdir", help="keep the storm, logs and state here (default: a temporary directory)")
+    bench_parser.set_defaults(run=run_bench_command)
+
     kcl_parser = commands.add_parser("kcl", help="the KCL MultiLangDaemon child (executableName in kcl.properties)")
     kcl_parser.add_argument("--config", help="settings TOML")
     kcl_parser.set_defaults(run=run_kcl_command)
@@ -99,6 +110,37 @@ def run_kcl_command(args: argparse.Namespace) -> int:
     from processor.kcl import run_child  # needs amazon_kclpy, which replay does not
 
     return run_child(args.config)
+
+
+def bench_module_doc() -> str:
+    from processor import benchmark
+
+    return benchmark.__doc__ or ""
+
+
+def run_bench_command(args: argparse.Namespace) -> int:
+    from processor.benchmark.report import chart, comparison_table, markdown, ratios, update_readme
+    from processor.benchmark.run import Plan, bench
+
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # the table is wide; logs and CI have room
+    plan = Plan.for_run(args.quick, args.conversations)
+    with _workdir(args.workdir, "processor-bench-") as workdir:
+        results = bench(plan, workdir, say=lambda line: console.print(line, highlight=False))
+    console.print(comparison_table(results))
+    console.print(ratios(results))
+    if args.out:
+        Path(args.out).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    chart_path = args.chart or (str(Path(args.out).with_suffix(".png")) if args.out else None)
+    if chart_path:
+        chart(results, Path(chart_path))
+    if args.readme:
+        command = "processor bench" + (" --quick" if args.quick else "") + (
+            f" --conversations {args.conversations}" if args.conversations else "")
+        update_readme(Path(args.readme), markdown(results, command) + (
+            f"\n![benchmark chart]({chart_path})\n" if chart_path else ""))
+    return 0
 
 
 def demo_module_doc() -> str:
@@ -113,9 +155,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
     settings = load_settings(args.config)
     config_text = _adapter_table(args.config)
     console = Console(stderr=True)
-    with contextlib.ExitStack() as cleanup:
-        workdir = args.workdir or cleanup.enter_context(tempfile.TemporaryDirectory(prefix="processor-demo-"))
-        os.makedirs(workdir, exist_ok=True)
+    with _workdir(args.workdir, "processor-demo-") as workdir:
         events = args.events
         if events is None:
             events = os.path.join(workdir, "storm.jsonl")
@@ -123,7 +163,7 @@ def run_demo_command(args: argparse.Namespace) -> int:
             console.print(f"generated a Genesys storm: {count:,} events over {args.conversations:,} conversations")
         elif not os.path.exists(events):
             raise ValueError(f"events file not found: {events}")
-        result = run_demo(Path(events), settings, config_text, args.shards, args.reshard, Path(workdir), console,
+        result = run_demo(Path(events), settings, config_text, args.shards, args.reshard, workdir, console,
                           export=args.export)
     if args.report:
         with open(args.report, "wb") as out:
@@ -202,6 +242,17 @@ def run_replay(args: argparse.Namespace) -> int:
             out.write(orjson.dumps(result.report(), option=orjson.OPT_INDENT_2) + b"\n")
     _summary(Console(), result, settings, table, exported, args, dead_letters)
     return 0
+
+
+@contextlib.contextmanager
+def _workdir(path: str | None, prefix: str) -> Iterator[Path]:
+    """`path` (created if missing and kept), else a temporary directory removed afterwards."""
+    if path:
+        os.makedirs(path, exist_ok=True)
+        yield Path(path)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as scratch:
+        yield Path(scratch)
 
 
 @contextlib.contextmanager

@@ -149,16 +149,20 @@ class DemoResult:
 class Stack:
     """The emulator, the stream, the tables and the daemon, for one demo or test run."""
 
-    def __init__(self, workdir: Path, settings: Settings, shards: int, config_text: str = ""):
+    def __init__(self, workdir: Path, settings: Settings, shards: int, config_text: str = "",
+                 emulator: LocalEmulator | None = None):
+        """`emulator`: one already running (a benchmark's, shared with other systems), else its own."""
         self.workdir = workdir
         self.settings = settings
         self.shards = shards
         self._config_text = config_text
-        self.emulator = LocalEmulator(log_path=str(workdir / "emulator.log"))
+        self._own_emulator = emulator is None
+        self.emulator = emulator or LocalEmulator(log_path=str(workdir / "emulator.log"))
         self.daemons: list[Daemon] = []
 
     def __enter__(self) -> Stack:
-        self.emulator.start()
+        if self._own_emulator:
+            self.emulator.start()
         for name, value in LOCAL_ENVIRONMENT.items():
             os.environ.setdefault(name, value)
         endpoint = self.emulator.endpoint
@@ -190,7 +194,8 @@ class Stack:
     def __exit__(self, *exc: object) -> None:
         for daemon in self.daemons:
             daemon.stop(timeout=20)
-        self.emulator.stop()
+        if self._own_emulator:
+            self.emulator.stop()
 
 
 def _local_settings(endpoint: str, settings: Settings, state_dir: Path) -> str:

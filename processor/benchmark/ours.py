@@ -1,0 +1,108 @@
+"""This processor, three ways.
+
+- this_live: the engine fed in event-time order, flushing whenever stream time advances by a
+  second (a live shard with a 1 s checkpoint interval);
+- this_catchup: `processor replay`'s path over the backlog on 4 shards with the default flush
+  policy (10,000 records per shard): reprocessing after an outage;
+- this_kcl: the real MultiLangDaemon on a 4-shard stream, records put first, then drained (the
+  outage case again, through the JSON protocol and one child process per shard).
+"""
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from processor.config import Settings
+from processor.deadletter import JsonlDeadLetters
+from processor.demo import Producer, Stack, batches, wait_until_drained
+from processor.engine import FlushPolicy, ShardEngine
+from processor.model import Record
+from processor.replay import read_lines, replay, route
+from processor.sink import DynamoSink, ensure_table
+from processor.store import ShardStore
+
+SHARDS = 4
+LIVE_FLUSH_MS = 1000
+
+
+def run_live(sorted_events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
+    """`sorted_events`: the storm in event-time order."""
+    adapter = settings.build_adapter()
+    ensure_table(client, table)
+    sink = DynamoSink(client, table, adapter.derive, settings.retention_seconds)
+    engine = ShardEngine("shardId-000000000000", adapter, ShardStore(str(workdir / "live-state"), settings.retention_seconds),
+                         sink, JsonlDeadLetters(str(workdir / "live-dead-letters.jsonl")),
+                         FlushPolicy(max_records=10**12, max_seconds=float("inf")))
+    started = time.perf_counter()
+    batch: list[Record] = []
+    flushed_at: int | None = None
+    for sequence, data in enumerate(read_lines(sorted_events), 1):
+        key, envelope = route(adapter, data)
+        time_ms = adapter.normalize(envelope).time_ms
+        if flushed_at is None:
+            flushed_at = time_ms
+        elif time_ms - flushed_at >= LIVE_FLUSH_MS:
+            engine.process(batch)
+            engine.flush()
+            batch, flushed_at = [], time_ms
+        batch.append(Record(data, str(sequence), key, envelope))
+    engine.process(batch)
+    engine.flush()
+    seconds = time.perf_counter() - started
+    engine.close()
+    sink.close()
+    return {"seconds": seconds}
+
+
+def run_catchup(events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
+    adapter = settings.build_adapter()
+    ensure_table(client, table)
+    sink = DynamoSink(client, table, adapter.derive, settings.retention_seconds)
+    result = replay(read_lines(events), adapter, sink, JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl")),
+                    shards=SHARDS, state_root=str(workdir / "catchup-state"), retention_seconds=settings.retention_seconds)
+    sink.close()
+    return {"seconds": result.seconds}
+
+
+def run_kcl(events: str, emulator: Any, settings: Settings, workdir: Path) -> dict[str, Any]:
+    """Put the backlog first, then start the daemon and time it until every record is checkpointed."""
+    with Stack(workdir, settings, shards=SHARDS, emulator=emulator) as stack:
+        producer = Producer(stack.kinesis, settings.build_adapter())
+        for batch in batches(read_lines(events), 500):
+            producer.send(batch)
+        started = time.perf_counter()
+        daemon = stack.start_daemon()
+        peak = [0.0]
+
+        def sample(_checkpoints: Any) -> None:
+            peak[0] = max(peak[0], tree_rss_mb(daemon.pid))
+
+        wait_until_drained(stack, producer, timeout=3600, on_tick=sample)
+        seconds = time.perf_counter() - started
+    return {"seconds": seconds, "tree_peak_rss_mb": round(peak[0], 1)}
+
+
+def tree_rss_mb(root: int | None) -> float:
+    """Resident memory of a process and all its descendants (the daemon and its children), MiB."""
+    if root is None:
+        return 0.0
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        pid = int(entry.name)
+        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+    members = {root}
+    grew = True
+    while grew:
+        before = len(members)
+        members |= {pid for pid, parent in parents.items() if parent in members}
+        grew = len(members) > before
+    return sum(rss.get(pid, 0) for pid in members) / 2**20

@@ -1,0 +1,109 @@
+"""The benchmark's results as a terminal table, a PNG chart and the README's results section."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from rich.table import Table
+
+COLUMNS = (  # (result key, heading)
+    ("events_per_s", "events/s"), ("ddb_requests_per_1k", "requests/1k"), ("ddb_reads_per_1k", "reads/1k"),
+    ("ddb_writes_per_1k", "writes/1k"), ("wcu_per_1k", "WCU/1k"), ("leaked_duplicates", "leaked dup."),
+    ("lost_updates", "lost upd."), ("stale_overwrites", "stale overw."), ("mismatches", "mismatches"),
+    ("peak_rss_mb", "peak RSS MB"))
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+def comparison_table(results: dict[str, Any]) -> Table:
+    table = Table(title=f"{results['events']:,} events, {results['conversations']:,} conversations; "
+                        f"floor {results['floor_writes_per_1k']} writes/1k")
+    table.add_column("system")
+    for _, heading in COLUMNS:
+        table.add_column(heading, justify="right")
+    for system, row in results["systems"].items():
+        table.add_row(system, *(f"{row[key]:,}" for key, _ in COLUMNS))
+    return table
+
+
+def ratios(results: dict[str, Any]) -> dict[str, float]:
+    """The issue's targets, as measured side by side in this run."""
+    systems = results["systems"]
+    found: dict[str, float] = {}
+    if "powertools" in systems:
+        for ours in ("this_live", "this_catchup"):
+            if ours in systems and systems[ours]["ddb_requests_per_1k"]:
+                found[f"powertools_requests_over_{ours}"] = round(
+                    systems["powertools"]["ddb_requests_per_1k"] / systems[ours]["ddb_requests_per_1k"], 1)
+    if "check_then_write" in systems and "this_catchup" in systems:
+        found["this_catchup_speed_over_check_then_write"] = round(
+            systems["this_catchup"]["events_per_s"] / systems["check_then_write"]["events_per_s"], 1)
+    return found
+
+
+def markdown(results: dict[str, Any], command: str) -> str:
+    lines = [f"Measured with `{command}` on {results['machine']}: {results['events']:,} events over "
+             f"{results['conversations']:,} conversations ({results['duplicates']:,} repeats and re-emits), "
+             f"every system against the same metered local DynamoDB (moto). Floor: "
+             f"**{results['floor_writes_per_1k']} writes per 1,000 events**.", "",
+             "| system | " + " | ".join(heading for _, heading in COLUMNS) + " |",
+             "|---|" + "---:|" * len(COLUMNS)]
+    for system, row in results["systems"].items():
+        lines.append(f"| {system} | " + " | ".join(f"{row[key]:,}" for key, _ in COLUMNS) + " |")
+    lines += ["", "Side-by-side ratios: " + ", ".join(f"{name.replace('_', ' ')} **{value}x**"
+                                                      for name, value in ratios(results).items()) + ".", ""]
+    if results["curve"]:
+        lines += ["this_catchup's engine (RocksDB, no DynamoDB) as conversations in state grow:", "",
+                  "| conversations | events | events/s | peak RSS MB |", "|---:|---:|---:|---:|"]
+        lines += [f"| {p['conversations']:,} | {p['events']:,} | {p['events_per_s']:,} | {p['peak_rss_mb']:,} |"
+                  for p in results["curve"]]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(path: Path, section: str) -> None:
+    """Replace the text between the README's bench markers with `section`."""
+    text = path.read_text()
+    if BEGIN not in text or END not in text:
+        raise ValueError(f"{path} has no {BEGIN} … {END} markers")
+    pattern = re.compile(re.escape(BEGIN) + ".*?" + re.escape(END), re.DOTALL)
+    path.write_text(pattern.sub(lambda _: f"{BEGIN}\n{section}{END}", text))
+
+
+def chart(results: dict[str, Any], path: Path, image: str | None = None) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    systems = list(results["systems"])
+    rows = [results["systems"][s] for s in systems]
+    colors = ["#1f77b4" if s.startswith("this_") else "#999999" for s in systems]
+    panels = 3 if results["curve"] else 2
+    figure, axes = plt.subplots(1, panels, figsize=(6 * panels, 4.5))
+    requests = axes[0]
+    requests.barh(systems, [r["ddb_requests_per_1k"] for r in rows], color=colors)
+    requests.axvline(results["floor_writes_per_1k"], color="#d62728", linestyle="--", label="floor (writes)")
+    requests.set_xlabel("DynamoDB requests per 1,000 events")
+    requests.invert_yaxis()
+    requests.legend(loc="lower right")
+    speed = axes[1]
+    speed.barh(systems, [r["events_per_s"] for r in rows], color=colors)
+    speed.set_xscale("log")
+    speed.set_xlabel("events/s (log)")
+    speed.invert_yaxis()
+    speed.set_yticklabels([])
+    if results["curve"]:
+        curve = axes[2]
+        x = [p["conversations"] for p in results["curve"]]
+        curve.plot(x, [p["events_per_s"] for p in results["curve"]], "o-", label="events/s")
+        curve.set_xscale("log")
+        curve.set_xlabel("conversations in state")
+        curve.set_ylabel("events/s")
+        memory = curve.twinx()
+        memory.plot(x, [p["peak_rss_mb"] for p in results["curve"]], "s--", color="#ff7f0e", label="peak RSS MB")
+        memory.set_ylabel("peak RSS MB")
+        curve.set_title("this_catchup engine as state grows")
+    figure.suptitle(f"{results['events']:,} Genesys events, same local DynamoDB; {results['machine']}", fontsize=9)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
