@@ -29,6 +29,7 @@ from processor.config import Settings, load_settings
 from processor.deadletter import JsonlDeadLetters
 from processor.emulator import LOCAL_ENVIRONMENT, EmulatorError, LocalEmulator
 from processor.replay import REPORT_KEYS, ReplayResult, export_table, read_lines, replay
+from processor.operate import OperateError
 from processor.retry import GaveUp
 from processor.storm import StormShape, write_storm
 from processor.sink import DynamoSink, NullSink, dynamodb_client, ensure_table
@@ -43,7 +44,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ValueError, EmulatorError, GaveUp, OSError) as error:
+    except (ValueError, EmulatorError, GaveUp, OSError, OperateError) as error:
         print(f"processor: error: {error}", file=sys.stderr)
         return 2
 
@@ -100,10 +101,109 @@ def _parser() -> argparse.ArgumentParser:
     bench_parser.add_argument("--workdir", help="keep the storm, logs and state here (default: a temporary directory)")
     bench_parser.set_defaults(run=run_bench_command)
 
+    for name, helptext, runner in (
+            ("status", "per shard: lease owner, checkpoint, parent/children, lag behind the stream tip", run_status),
+            ("reprocess", "with the application stopped, move checkpoints back so the next start replays",
+             run_reprocess),
+            ("inspect", "one conversation: its DynamoDB item and local state, bookkeeping decoded, PII masked",
+             run_inspect)):
+        operate_parser = commands.add_parser(name, help=helptext, description=helptext)
+        operate_parser.add_argument("--properties", default="kcl.properties",
+                                    help="the deployment's KCL properties: stream, application, region "
+                                         "(default ./kcl.properties)")
+        operate_parser.add_argument("--endpoint", help="Kinesis and DynamoDB endpoint (the local stack)")
+        operate_parser.set_defaults(run=runner)
+        if name == "reprocess":
+            operate_parser.add_argument("--from", dest="start", required=True, metavar="TIMESTAMP|TRIM_HORIZON",
+                                        help="replay from this ISO-8601 time, or from the oldest record")
+            operate_parser.add_argument("--shard", help="only this shard (default: every leased shard)")
+            operate_parser.add_argument("--force", action="store_true", help="move checkpoints even while leases "
+                                        "are being renewed (workers running): they may overwrite the move")
+            operate_parser.add_argument("--state-dir", help="also clear these shards' local state under this "
+                                        "directory (a worker's disk; ECS task disks go with the tasks)")
+            operate_parser.add_argument("--watch-seconds", type=float, help="how long to watch leases for renewals "
+                                        "(default: failoverTimeMillis from the properties)")
+        if name == "inspect":
+            operate_parser.add_argument("conversation_id")
+            operate_parser.add_argument("--config", help="settings TOML (table, state_dir)")
+            operate_parser.add_argument("--state-dir", help="local state to look in (default from settings)")
+
     kcl_parser = commands.add_parser("kcl", help="the KCL MultiLangDaemon child (executableName in kcl.properties)")
     kcl_parser.add_argument("--config", help="settings TOML")
     kcl_parser.set_defaults(run=run_kcl_command)
     return parser
+
+
+def _deployment(args: argparse.Namespace) -> tuple[dict[str, str], object, object]:
+    """The properties and Kinesis and DynamoDB clients the operating commands work with."""
+    import boto3
+
+    from processor.daemon import read_properties
+
+    if not os.path.exists(args.properties):
+        raise ValueError(f"properties file not found: {args.properties} (pass --properties)")
+    properties = read_properties(Path(args.properties))
+    missing = [key for key in ("streamName", "applicationName") if not properties.get(key)]
+    if missing:
+        raise ValueError(f"{args.properties} lacks {' and '.join(missing)}")
+    if args.endpoint:
+        for name, value in LOCAL_ENVIRONMENT.items():
+            os.environ.setdefault(name, value)
+    region = properties.get("regionName") or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION")
+    if not region:
+        raise ValueError(f"no region: set regionName in {args.properties} or AWS_REGION")
+    kinesis = boto3.client("kinesis", endpoint_url=args.endpoint, region_name=region)
+    return properties, kinesis, dynamodb_client(args.endpoint, region=region)
+
+
+def run_status(args: argparse.Namespace) -> int:
+    from processor.operate import shard_status
+
+    properties, kinesis, dynamodb = _deployment(args)
+    table = Table(title=f"stream {properties['streamName']}, application {properties['applicationName']}")
+    for heading in ("shard", "state", "parents", "children", "lease owner", "checkpoint", "lag ms"):
+        table.add_column(heading)
+    for shard in shard_status(kinesis, dynamodb, properties["streamName"], properties["applicationName"]):
+        table.add_row(shard.shard_id, "open" if shard.is_open else "closed", ", ".join(shard.parents) or "-",
+                      ", ".join(shard.children) or "-", shard.owner or "-", shard.checkpoint or "(no lease)",
+                      "-" if shard.lag_ms is None else f"{shard.lag_ms:,}")
+    Console(width=160).print(table)
+    return 0
+
+
+def run_reprocess(args: argparse.Namespace) -> int:
+    from processor.operate import clear_local_state, live_leases, reprocess
+
+    properties, kinesis, dynamodb = _deployment(args)
+    application = properties["applicationName"]
+    if not args.force:
+        watch = args.watch_seconds if args.watch_seconds is not None else int(
+            properties.get("failoverTimeMillis", "10000")) / 1000
+        print(f"watching leases for {watch:.0f}s to make sure no worker is running …", file=sys.stderr)
+        live = live_leases(dynamodb, application, watch)
+        if live:
+            raise OperateError(f"leases are being renewed ({', '.join(live)}): stop the application first "
+                               "(or pass --force and accept that running workers may overwrite the move)")
+    moved = reprocess(kinesis, dynamodb, properties["streamName"], application, args.start, args.shard)
+    for shard, checkpoint in sorted(moved.items()):
+        print(f"{shard}: checkpoint -> {checkpoint}")
+    if not moved:
+        print("no shard has records at or after that time: nothing moved")
+    if args.state_dir:
+        for directory in clear_local_state(args.state_dir, moved):
+            print(f"cleared local state {directory}")
+    return 0
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from processor.operate import inspect
+
+    _, _, dynamodb = _deployment(args)
+    settings = load_settings(args.config)
+    found = inspect(args.conversation_id, dynamodb, settings.table, args.state_dir or settings.state_dir,
+                    settings.retention_seconds)
+    print(orjson.dumps(found, option=orjson.OPT_INDENT_2, default=str).decode())
+    return 0 if "dynamodb" in found or found["local"] else 1
 
 
 def run_kcl_command(args: argparse.Namespace) -> int:

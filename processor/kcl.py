@@ -27,6 +27,7 @@ from amazon_kclpy.v3 import processor
 from processor.config import Settings, load_settings
 from processor.deadletter import DynamoDeadLetters
 from processor.engine import ShardEngine
+from processor.metrics import FlushMetrics
 from processor.model import Record
 from processor.sink import DynamoSink, dynamodb_client
 from processor.store import ShardStore, shard_directory
@@ -62,6 +63,8 @@ class ShardProcessor(processor.RecordProcessorBase):
         self.shard_id = "?"
         self.engine: ShardEngine | None = None
         self._store: ShardStore | None = None
+        self._metrics: FlushMetrics | None = None
+        self._millis_behind_latest: int | None = None
 
     @fatal_on_error
     def initialize(self, initialize_input: Any) -> None:
@@ -73,12 +76,14 @@ class ShardProcessor(processor.RecordProcessorBase):
         self.engine = ShardEngine(self.shard_id, adapter, self._store,
                                   DynamoSink(client, settings.table, adapter.derive, settings.retention_seconds),
                                   DynamoDeadLetters(client, settings.dead_letter_table), settings.flush_policy)
+        self._metrics = FlushMetrics(self.shard_id)
         log.info("shard %s: initialized at KCL checkpoint %s, local sequence %s", self.shard_id,
                  initialize_input.sequence_number, self.engine.committed_sequence)
 
     @fatal_on_error
     def process_records(self, process_records_input: Any) -> None:
         engine = self._engine()
+        self._millis_behind_latest = process_records_input.millis_behind_latest
         engine.process([Record(r.binary_data, r.sequence_number, r.partition_key)
                         for r in process_records_input.records])
         if engine.flush_due():
@@ -114,10 +119,18 @@ class ShardProcessor(processor.RecordProcessorBase):
         return self.engine
 
     def _flush(self) -> str | None:
-        """Flush, then leave this child's running totals beside the shard's database."""
+        """Flush, then leave this child's running totals beside the shard's database and as metrics."""
         engine = self._engine()
+        started = time.perf_counter()
         sequence = engine.flush()
+        latency_ms = (time.perf_counter() - started) * 1000
         write_stats(self.settings.state_dir, self.shard_id, engine)
+        if self._metrics is not None:
+            counters, sink = engine.counters, engine.sink.counters
+            self._metrics.emit({"Events": counters.events, "ExactRepeats": counters.exact_repeats,
+                                "NoopsCollapsed": counters.noop_collapsed, "Writes": sink.writes,
+                                "Throttles": sink.throttles, "DeadLetters": counters.rejected},
+                               latency_ms, self._millis_behind_latest)
         return sequence
 
     def _checkpoint(self, checkpointer: Any, sequence: str | None) -> None:

@@ -20,6 +20,7 @@ from processor.reduce import ConversationState
 
 WRITE_BUFFER_BYTES = 8 * 1024 * 1024
 BLOCK_CACHE_BYTES = 16 * 1024 * 1024
+TTL_SUFFIX_BYTES = 4
 
 _STATE = b"c:"
 _SEQUENCE = b"m:sequence"
@@ -44,8 +45,10 @@ def shard_directory(root: str, shard_id: str) -> str:
 class ShardStore:
     """A shard's RocksDB. Not thread-safe: one shard process, one writer."""
 
-    def __init__(self, path: str, retention_seconds: int | None = None):
-        os.makedirs(path, exist_ok=True)
+    def __init__(self, path: str, retention_seconds: int | None = None, read_only: bool = False):
+        """`read_only`: look, while the shard's own process may be writing (`processor inspect`)."""
+        if not read_only:
+            os.makedirs(path, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
         # Bound memory per shard whatever the stream length (I8): small memtables, a small cache.
@@ -55,24 +58,32 @@ class ShardStore:
         table.set_block_cache(Cache(BLOCK_CACHE_BYTES))
         table.set_cache_index_and_filter_blocks(True)  # else they grow outside the cache with the data
         options.set_block_based_table_factory(table)
-        access = AccessType.with_ttl(retention_seconds) if retention_seconds else AccessType.read_write()
+        if read_only:
+            access = AccessType.read_only()
+        else:
+            access = AccessType.with_ttl(retention_seconds) if retention_seconds else AccessType.read_write()
         self._db = Rdict(path, options, access_type=access)
+        # A TTL database stores a 4-byte timestamp after each value; only a plain open sees it.
+        self._suffix = TTL_SUFFIX_BYTES if read_only and retention_seconds else 0
         self.path = path
 
     @property
     def last_sequence(self) -> str | None:
         """The sequence number of the last record whose effects are committed here."""
-        value = self._db.get(_SEQUENCE)
+        value = self._value(self._db.get(_SEQUENCE))
         return value.decode("ascii") if value is not None else None
 
     def get(self, conversation_id: str) -> ConversationState | None:
-        data = self._db.get(_STATE + conversation_id.encode("utf-8"))
+        data = self._value(self._db.get(_STATE + conversation_id.encode("utf-8")))
         return decode_state(data) if data is not None else None
 
     def get_many(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         ids = list(conversation_ids)
         values = self._db.get([_STATE + cid.encode("utf-8") for cid in ids])
-        return {cid: decode_state(data) for cid, data in zip(ids, values) if data is not None}
+        return {cid: decode_state(data) for cid, data in zip(ids, map(self._value, values)) if data is not None}
+
+    def _value(self, stored: bytes | None) -> bytes | None:
+        return stored[: len(stored) - self._suffix] if stored is not None and self._suffix else stored
 
     def commit(self, states: Mapping[str, ConversationState], sequence: str | None) -> None:
         """Write `states` and the sequence they reach as one atomic batch."""
