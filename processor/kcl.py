@@ -101,7 +101,7 @@ class ShardProcessor(processor.RecordProcessorBase):
     @fatal_on_error
     def shard_ended(self, shard_ended_input: Any) -> None:
         """A reshard closed this shard: flush, then checkpoint with no argument (SHARD_END)."""
-        self._flush()
+        self._flush(final=True)
         self._checkpoint(shard_ended_input.checkpointer, None)
         log.info("shard %s: shard ended; children take over", self.shard_id)
         self._close()
@@ -109,7 +109,7 @@ class ShardProcessor(processor.RecordProcessorBase):
     @fatal_on_error
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
         """The worker is stopping gracefully: flush and checkpoint, so the next owner starts there."""
-        self._checkpoint(shutdown_requested_input.checkpointer, self._flush())
+        self._checkpoint(shutdown_requested_input.checkpointer, self._flush(final=True))
         log.info("shard %s: shutdown requested; flushed and checkpointed", self.shard_id)
         self._close()
 
@@ -118,8 +118,9 @@ class ShardProcessor(processor.RecordProcessorBase):
             raise RuntimeError("record processor used before initialize")
         return self.engine
 
-    def _flush(self) -> str | None:
-        """Flush, then leave this child's running totals beside the shard's database and as metrics."""
+    def _flush(self, final: bool = False) -> str | None:
+        """Flush, then leave this child's running totals beside the shard's database and as metrics
+        (`final`: the shard stops here, so the metrics line is written now)."""
         engine = self._engine()
         started = time.perf_counter()
         sequence = engine.flush()
@@ -127,10 +128,10 @@ class ShardProcessor(processor.RecordProcessorBase):
         write_stats(self.settings.state_dir, self.shard_id, engine)
         if self._metrics is not None:
             counters, sink = engine.counters, engine.sink.counters
-            self._metrics.emit({"Events": counters.events, "ExactRepeats": counters.exact_repeats,
-                                "NoopsCollapsed": counters.noop_collapsed, "Writes": sink.writes,
-                                "Throttles": sink.throttles, "DeadLetters": counters.rejected},
-                               latency_ms, self._millis_behind_latest)
+            self._metrics.record({"Events": counters.events, "ExactRepeats": counters.exact_repeats,
+                                  "NoopsCollapsed": counters.noop_collapsed, "Writes": sink.writes,
+                                  "Throttles": sink.throttles, "DeadLetters": counters.rejected},
+                                 latency_ms, self._millis_behind_latest, final)
         return sequence
 
     def _checkpoint(self, checkpointer: Any, sequence: str | None) -> None:

@@ -2,6 +2,7 @@
 `processor reprocess`, `processor inspect`, and the per-flush EMF metrics."""
 from __future__ import annotations
 
+import io
 import json
 import re
 import subprocess
@@ -14,7 +15,7 @@ import pytest
 
 from processor.config import Settings
 from processor.demo import Producer, Stack, batches, wait_until_drained
-from processor.metrics import NAMESPACE
+from processor.metrics import NAMESPACE, FlushMetrics
 from processor.replay import read_lines, scan_items
 from processor.storm import StormShape, write_storm
 
@@ -57,12 +58,6 @@ def test_status_reprocess_and_inspect_against_the_running_and_stopped_applicatio
         refused = processor("reprocess", *common, "--from", "TRIM_HORIZON", "--watch-seconds", "4")
         assert refused.returncode == 2 and "stop the application first" in refused.stderr
 
-        # the worker's metrics: one EMF line per flush, deltas summing to every record it took in
-        metrics = emf_lines(tmp_path / "worker-1.log")
-        assert metrics and all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == NAMESPACE for m in metrics)
-        assert sum(m["Events"] for m in metrics) == len(lines)
-        assert {"Writes", "ExactRepeats", "NoopsCollapsed", "FlushLatency", "DeadLetters"} <= set(metrics[0])
-
         some_id = scan_items(stack.dynamodb, settings.table)[0]["conversationId"]
         inspected = processor("inspect", some_id, *common, "--state-dir", str(stack.state_dir))
         found = json.loads(inspected.stdout)
@@ -71,6 +66,12 @@ def test_status_reprocess_and_inspect_against_the_running_and_stopped_applicatio
         assert processor("inspect", "no-such-conversation", *common).returncode == 1
 
         worker.stop()
+        # the worker's metrics: EMF lines whose deltas sum to every record it took in (the last
+        # line of each shard written as it shut down)
+        metrics = emf_lines(tmp_path / "worker-1.log")
+        assert metrics and all(m["_aws"]["CloudWatchMetrics"][0]["Namespace"] == NAMESPACE for m in metrics)
+        assert sum(m["Events"] for m in metrics) == len(lines)
+        assert {"Writes", "ExactRepeats", "NoopsCollapsed", "FlushLatency", "DeadLetters", "ShardSeconds"} <= set(metrics[0])
         before = scan_items(stack.dynamodb, settings.table)
         for start in (midpoint.isoformat(), "TRIM_HORIZON"):
             moved = processor("reprocess", *common, "--from", start, "--watch-seconds", "2",
@@ -86,3 +87,21 @@ def test_status_reprocess_and_inspect_against_the_running_and_stopped_applicatio
             wait_until_drained(stack, producer, timeout=300)
             again.stop()
             assert scan_items(stack.dynamodb, settings.table) == before  # replay is idempotent: no write at all
+
+
+def test_flush_metrics_are_deltas_written_once_an_interval_and_when_the_shard_stops():
+    out, now = io.StringIO(), [0.0]
+    metrics = FlushMetrics("shardId-000000000001", interval_seconds=60, out=out, clock=lambda: now[0])
+    totals = {"Events": 0, "ExactRepeats": 0, "NoopsCollapsed": 0, "Writes": 0, "Throttles": 0, "DeadLetters": 0}
+    for second in range(0, 121):
+        now[0] = float(second)
+        totals = {name: value + 2 for name, value in totals.items()}
+        metrics.record(totals, flush_latency_ms=3.0, millis_behind_latest=500)
+    now[0] = 130.0
+    metrics.record({name: value + 1 for name, value in totals.items()}, 4.0, 0, final=True)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 3  # after 60 s, after 120 s, and at the stop
+    assert sum(line["Events"] for line in lines) == 243
+    assert [line["ShardSeconds"] for line in lines] == [60.0, 60.0, 10.0]
+    assert len(lines[0]["FlushLatency"]) == 61 and lines[-1]["MillisBehindLatest"] == 0
+    assert {m["Name"] for m in lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]} == set(lines[0]) - {"_aws", "ShardId"}
