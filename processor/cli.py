@@ -26,6 +26,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from processor.config import Settings, load_settings
+from processor.daemon import DaemonError
 from processor.deadletter import JsonlDeadLetters
 from processor.emulator import LOCAL_ENVIRONMENT, EmulatorError, LocalEmulator
 from processor.replay import REPORT_KEYS, ReplayResult, export_table, read_lines, replay
@@ -44,7 +45,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         return args.run(args)
-    except (ValueError, EmulatorError, GaveUp, OSError, OperateError) as error:
+    except (ValueError, EmulatorError, GaveUp, OSError, OperateError, DaemonError) as error:
         print(f"processor: error: {error}", file=sys.stderr)
         return 2
 
@@ -128,6 +129,16 @@ def _parser() -> argparse.ArgumentParser:
             operate_parser.add_argument("--config", help="settings TOML (table, state_dir)")
             operate_parser.add_argument("--state-dir", help="local state to look in (default from settings)")
 
+    daemon_parser = commands.add_parser("daemon", help="run the KCL MultiLangDaemon (the container's command)",
+                                        description="Render the properties with the stream, application and "
+                                        "region from KCL_STREAM_NAME, KCL_APPLICATION_NAME and AWS_REGION, then "
+                                        "become the MultiLangDaemon (exec), so SIGTERM reaches it directly.")
+    daemon_parser.add_argument("--properties", default="kcl.properties", help="KCL properties (default ./kcl.properties)")
+    daemon_parser.add_argument("--rendered", default=os.path.join(tempfile.gettempdir(), "processor-kcl.properties"),
+                               help="where to write the rendered properties")
+    daemon_parser.add_argument("--dry-run", action="store_true", help="print the properties and command, run nothing")
+    daemon_parser.set_defaults(run=run_daemon_command)
+
     kcl_parser = commands.add_parser("kcl", help="the KCL MultiLangDaemon child (executableName in kcl.properties)")
     kcl_parser.add_argument("--config", help="settings TOML")
     kcl_parser.set_defaults(run=run_kcl_command)
@@ -204,6 +215,20 @@ def run_inspect(args: argparse.Namespace) -> int:
                     settings.retention_seconds)
     print(orjson.dumps(found, option=orjson.OPT_INDENT_2, default=str).decode())
     return 0 if "dynamodb" in found or found["local"] else 1
+
+
+def run_daemon_command(args: argparse.Namespace) -> int:
+    from processor.daemon import daemon_command, deployed_properties
+
+    if not os.path.exists(args.properties):
+        raise ValueError(f"properties file not found: {args.properties}")
+    rendered = deployed_properties(Path(args.properties), os.environ)
+    Path(args.rendered).write_text(rendered)
+    command = daemon_command(Path(args.rendered))
+    if args.dry_run:
+        print(rendered + "\n" + " ".join(command))
+        return 0
+    os.execv(command[0], command)  # the daemon takes this process's place (PID under tini)
 
 
 def run_kcl_command(args: argparse.Namespace) -> int:

@@ -83,6 +83,11 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] = os.envir
     for variable, name in overrides.items():
         if environ.get(variable):
             values[name] = environ[variable]
+    if environ.get("PROCESSOR_RETENTION_DAYS"):
+        try:
+            values["retention_days"] = float(environ["PROCESSOR_RETENTION_DAYS"])
+        except ValueError:
+            raise ValueError(f"PROCESSOR_RETENTION_DAYS is not a number: {environ['PROCESSOR_RETENTION_DAYS']!r}") from None
     settings = Settings(**values)
     settings.build_adapter()  # fail at start-up, not on the first record
     return settings

@@ -56,6 +56,10 @@ def read_properties(path: Path = PRODUCTION_PROPERTIES) -> dict[str, str]:
     return properties
 
 
+def render_properties(properties: Mapping[str, str], header: str) -> str:
+    return "\n".join([f"# {header}", *(f"{key} = {value}" for key, value in properties.items())]) + "\n"
+
+
 def local_properties(*, endpoint: str, stream: str, application: str, executable: str,
                      extra: Mapping[str, str] | None = None) -> str:
     """The production properties with local endpoints, names and timings."""
@@ -64,9 +68,30 @@ def local_properties(*, endpoint: str, stream: str, application: str, executable
     properties.update(streamName=stream, applicationName=application, executableName=executable,
                       kinesisEndpoint=endpoint, dynamoDBEndpoint=endpoint)
     properties.update(extra or {})
-    lines = ["# generated from kcl.properties for the local emulator"]
-    lines += [f"{key} = {value}" for key, value in properties.items()]
-    return "\n".join(lines) + "\n"
+    return render_properties(properties, "generated from kcl.properties for the local emulator")
+
+
+#: what a deployment sets per environment (the task definition's environment)
+ENVIRONMENT_OVERRIDES = {"KCL_STREAM_NAME": "streamName", "KCL_APPLICATION_NAME": "applicationName",
+                         "AWS_REGION": "regionName"}
+
+
+def deployed_properties(path: Path, environ: Mapping[str, str]) -> str:
+    """`path` with the stream, application and region the environment names (ECS task)."""
+    properties = read_properties(path)
+    properties.update({key: environ[variable] for variable, key in ENVIRONMENT_OVERRIDES.items()
+                       if environ.get(variable)})
+    return render_properties(properties, f"generated from {path} and the task's environment")
+
+
+def daemon_command(properties_path: Path, local: bool = False) -> list[str]:
+    """The MultiLangDaemon's command line (`local`: the emulator's JSON-only Kinesis)."""
+    java = shutil.which("java")
+    if java is None:
+        raise DaemonError("java not found: the KCL MultiLangDaemon needs a Java 11+ runtime")
+    classpath = f"{jars_directory()}/*{os.pathsep}{Path(properties_path).parent}"
+    return [java, *(["-Daws.cborEnabled=false"] if local else []), "-cp", classpath, MAIN_CLASS,
+            "--properties-file", str(properties_path)]
 
 
 class Daemon:
@@ -83,15 +108,10 @@ class Daemon:
         return self._process.pid if self._process else None
 
     def start(self) -> Daemon:
-        java = shutil.which("java")
-        if java is None:
-            raise DaemonError("java not found: the KCL MultiLangDaemon needs a Java 11+ runtime")
-        classpath = f"{jars_directory()}/*{os.pathsep}{self.properties_path.parent}"
+        command = daemon_command(self.properties_path, local=True)
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(
-            [java, "-Daws.cborEnabled=false", "-cp", classpath, MAIN_CLASS,
-             "--properties-file", str(self.properties_path)],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env,
+            command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env,
             start_new_session=True)
         log.close()
         return self
