@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -96,6 +97,8 @@ def _parser() -> argparse.ArgumentParser:
                                        formatter_class=argparse.RawDescriptionHelpFormatter)
     bench_parser.add_argument("--quick", action="store_true", help="a smaller run without the KCL daemon (< 5 min)")
     bench_parser.add_argument("--conversations", type=int, help="storm size (default 1,000; --quick 200)")
+    bench_parser.add_argument("--curve", help="conversation counts for the growth curve, comma-separated "
+                                              "(default 1000,10000,100000,1000000; --quick 1000,10000,30000)")
     bench_parser.add_argument("--out", help="write the results as JSON here (and the chart beside it as .png)")
     bench_parser.add_argument("--chart", help="write the PNG chart here (default: beside --out)")
     bench_parser.add_argument("--readme", help="rewrite this README's results section (between bench markers)")
@@ -251,6 +254,8 @@ def run_bench_command(args: argparse.Namespace) -> int:
     if not console.is_terminal:
         console = Console(width=160)  # the table is wide; logs and CI have room
     plan = Plan.for_run(args.quick, args.conversations)
+    if args.curve is not None:
+        plan = dataclasses.replace(plan, curve=tuple(int(n) for n in args.curve.split(",") if n.strip()))
     with _workdir(args.workdir, "processor-bench-") as workdir:
         results = bench(plan, workdir, say=lambda line: console.print(line, highlight=False))
     console.print(comparison_table(results))
@@ -262,7 +267,9 @@ def run_bench_command(args: argparse.Namespace) -> int:
         chart(results, Path(chart_path))
     if args.readme:
         command = "processor bench" + (" --quick" if args.quick else "") + (
-            f" --conversations {args.conversations}" if args.conversations else "")
+            f" --conversations {args.conversations}" if args.conversations else "") + (
+            f" --curve {args.curve}" if args.curve is not None else "") + (
+            f" --out {args.out}" if args.out else "") + f" --readme {args.readme}"
         update_readme(Path(args.readme), markdown(results, command) + (
             f"\n![benchmark chart]({chart_path})\n" if chart_path else ""))
     return 0

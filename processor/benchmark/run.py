@@ -63,7 +63,7 @@ def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None
         say(f"curve: {conversations:,} conversations …")
         point, rss = run_process(["curve", "--conversations", str(conversations)], workdir)
         results["curve"].append({"conversations": conversations, "events": point["events"],
-                                 "events_per_s": round(point["events"] / point["seconds"]), "peak_rss_mb": rss})
+                                 "events_per_s": round(point["events"] / point["seconds"]), "peak_rss_mb": round(rss, 1)})
         say(f"curve: {results['curve'][-1]}")
     return results
 
