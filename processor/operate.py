@@ -16,7 +16,6 @@ from typing import Any, Iterable, Iterator, Mapping
 from processor.item import KEY, STAMPS, TTL, VERSION, KEYS, deserialize
 from processor.store import ShardStore, shard_directory
 
-SENTINELS = ("TRIM_HORIZON", "LATEST", "AT_TIMESTAMP", "SHARD_END")
 #: fields whose values identify a caller or a customer; `inspect` shows them masked
 PII_FIELDS = {"attributes", "ani", "dnis", "address", "addressFrom", "addressTo", "phoneNumber", "email"}
 MASK = "•••"
@@ -103,7 +102,7 @@ def position_before(kinesis: Any, stream: str, shard_id: str, at_ms: int) -> str
 
     Kinesis cannot read backwards, so this reads forward from `at_ms - window`, doubling the window
     until it finds a record before `at_ms` (or passes the stream's retention)."""
-    if _first_sequence_at(kinesis, stream, shard_id, at_ms) is None:
+    if next(iter(_records_from(kinesis, stream, shard_id, at_ms)), None) is None:
         return None
     oldest = next(iter(_records_from(kinesis, stream, shard_id, None)), None)
     if oldest is None or _arrival_ms(oldest) >= at_ms:
@@ -214,12 +213,6 @@ def parse_time(text: str) -> int:
 
 def _parents(shard: Mapping[str, Any]) -> tuple[str, ...]:
     return tuple(p for p in (shard.get("ParentShardId"), shard.get("AdjacentParentShardId")) if p)
-
-
-def _first_sequence_at(kinesis: Any, stream: str, shard_id: str, at_ms: int) -> str | None:
-    for record in _records_from(kinesis, stream, shard_id, at_ms):
-        return record["SequenceNumber"]
-    return None
 
 
 def _records_from(kinesis: Any, stream: str, shard_id: str, at_ms: int | None) -> Iterator[dict[str, Any]]:
