@@ -31,6 +31,7 @@ from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
 from processor.engine import Counters
 from processor.item import KEY
 from processor.kcl import STATS_SUFFIX
+from processor.operate import leases, list_shards
 from processor.replay import export_table, read_lines, replay, route, scan_items
 from processor.sink import DynamoSink, dynamodb_client, ensure_table
 
@@ -69,7 +70,7 @@ class Producer:
 
 def split_widest_shard(kinesis: Any, stream: str = STREAM) -> str:
     """Split the open shard with the widest hash range at its middle; returns the parent's id."""
-    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    shards = list_shards(kinesis, stream)
     open_shards = [s for s in shards if "EndingSequenceNumber" not in s["SequenceNumberRange"]]
     shard = max(open_shards, key=lambda s: int(s["HashKeyRange"]["EndingHashKey"])
                 - int(s["HashKeyRange"]["StartingHashKey"]))
@@ -78,23 +79,15 @@ def split_widest_shard(kinesis: Any, stream: str = STREAM) -> str:
     return shard["ShardId"]
 
 
-def leases(dynamodb: Any, application: str = APPLICATION) -> list[dict[str, Any]]:
-    """The KCL lease table's items ([] until the daemon created it)."""
-    try:
-        return dynamodb.scan(TableName=application, ConsistentRead=True)["Items"]
-    except dynamodb.exceptions.ResourceNotFoundException:
-        return []
-
-
 def lease_checkpoints(dynamodb: Any, application: str = APPLICATION) -> dict[str, str]:
     """shard id -> checkpoint."""
-    return {item["leaseKey"]["S"]: item.get("checkpoint", {}).get("S", "") for item in leases(dynamodb, application)}
+    return {shard: lease.get("checkpoint", "") for shard, lease in leases(dynamodb, application).items()}
 
 
 def lease_owners(dynamodb: Any, application: str = APPLICATION) -> dict[str, str]:
     """shard id -> worker holding the lease, for shards not yet ended."""
-    return {item["leaseKey"]["S"]: item.get("leaseOwner", {}).get("S", "") for item in leases(dynamodb, application)
-            if item.get("checkpoint", {}).get("S") != "SHARD_END"}
+    return {shard: lease.get("leaseOwner", "") for shard, lease in leases(dynamodb, application).items()
+            if lease.get("checkpoint") != "SHARD_END"}
 
 
 def drained(producer: Producer, checkpoints: dict[str, str], closed: set[str]) -> bool:
@@ -110,7 +103,7 @@ def drained(producer: Producer, checkpoints: dict[str, str], closed: set[str]) -
 
 
 def closed_shards(kinesis: Any, stream: str = STREAM) -> set[str]:
-    shards = kinesis.list_shards(StreamName=stream)["Shards"]
+    shards = list_shards(kinesis, stream)
     return {s["ShardId"] for s in shards if "EndingSequenceNumber" in s["SequenceNumberRange"]}
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.config import Settings
+from processor.daemon import Daemon
 from processor.deadletter import JsonlDeadLetters
 from processor.demo import Producer, Stack, batches, wait_until_drained
 from processor.engine import FlushPolicy, ShardEngine
@@ -77,32 +78,21 @@ def run_kcl(events: str, emulator: Any, settings: Settings, workdir: Path) -> di
         peak = [0.0]
 
         def sample(_checkpoints: Any) -> None:
-            peak[0] = max(peak[0], tree_rss_mb(daemon.pid))
+            peak[0] = max(peak[0], tree_rss_mb(daemon))
 
         wait_until_drained(stack, producer, timeout=3600, on_tick=sample)
         seconds = time.perf_counter() - started
     return {"seconds": seconds, "tree_peak_rss_mb": round(peak[0], 1)}
 
 
-def tree_rss_mb(root: int | None) -> float:
-    """Resident memory of a process and all its descendants (the daemon and its children), MiB."""
-    if root is None:
-        return 0.0
-    parents: dict[int, int] = {}
-    rss: dict[int, int] = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = Path(entry.path, "stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        pid = int(entry.name)
-        parents[pid], rss[pid] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    members = {root}
-    grew = True
-    while grew:
-        before = len(members)
-        members |= {pid for pid, parent in parents.items() if parent in members}
-        grew = len(members) > before
-    return sum(rss.get(pid, 0) for pid in members) / 2**20
+def tree_rss_mb(daemon: Daemon) -> float:
+    """Resident memory of the daemon and its record-processor children, MiB."""
+    return sum(_rss_bytes(pid) for pid in [daemon.pid, *daemon.children()] if pid is not None) / 2**20
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        resident_pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0  # the process ended between listing and reading
+    return resident_pages * os.sysconf("SC_PAGE_SIZE")

@@ -41,12 +41,12 @@ class Meter:
     def after(self, action: str, request: dict[str, Any], touched: list[tuple[str, dict[str, Any], int]],
               status: int, response: bytes, stored_size: StoredSize) -> None:
         if action in READS:
-            for table in _tables(action, request):
+            for table in _tables(request):
                 self.counts[table]["reads"] += 1
             return
         if action not in WRITES:
             return
-        for table in {table for table, _, _ in touched} or _tables(action, request):
+        for table in {table for table, _, _ in touched} or _tables(request):
             self.counts[table]["writes"] += 1
         for table, key, size_before in touched:
             self.counts[table]["write_units"] += write_units(max(size_before, stored_size(table, key)))
@@ -64,7 +64,7 @@ class Meter:
         return json.dumps({table: self.report(table) for table in tables}).encode()
 
 
-def _tables(action: str, request: dict[str, Any]) -> Iterable[str]:
+def _tables(request: dict[str, Any]) -> Iterable[str]:
     if "RequestItems" in request:
         return list(request["RequestItems"])
     if "TransactItems" in request:
