@@ -363,7 +363,7 @@ def run_replay(args: argparse.Namespace) -> int:
             sink = NullSink()
         else:
             ensure_table(client, table)
-            sink = DynamoSink(client, table, adapter.derive, settings.retention_seconds)
+            sink = DynamoSink(client, table, adapter.derive, settings.retention)
         with _progress(console, args.events, enabled=not args.no_progress) as advance:
             result = replay(read_lines(args.events), adapter, sink, dead_letters, shards=args.shards,
                             state_root=args.state_dir, flush_records=settings.flush_records,

@@ -1,27 +1,38 @@
-"""One shard's engine: decode → normalize → dedup → reduce → collapse → buffer, and the flush.
+"""One shard's engine: decode → normalize → admit → dedup → reduce → collapse → buffer, and the flush.
 
 The flush is the checkpoint sequence of I4, in this order and no other:
-  1. DynamoDB conditional writes of the conversations whose projection changed (I5);
-  2. dead letters made durable (I7);
-  3. one RocksDB WriteBatch: every state touched since the last flush + the last applied sequence;
+  1. DynamoDB conditional writes of the conversations whose projection changed (I5), and of those
+     held too long (below);
+  2. dead letters made durable (I7, I15);
+  3. one RocksDB WriteBatch: every state touched since the last flush + the last applied sequence
+     + the held conversations;
   4. only then may the caller checkpoint the returned sequence number with KCL.
 A crash between any two steps replays from the previous checkpoint: the replayed writes find
 themselves already stored (the conditional write fails, the merge changes nothing) and nothing is
 lost, because nothing is checkpointed before it is in DynamoDB.
+
+Held conversations (I14). An event that only advances a field's stamp (a newer event re-setting
+the value the field already has) changes no projection, so no write is due (I2); yet the stamp
+decides which value a late, older event may replace, so a new owner must know it. Such a
+conversation is *held*: the checkpoint returned stays before the record that first advanced its
+stamp, so a new owner replays that record, until the conversation is written (its next real
+change, `max_hold_seconds` later at most, or a graceful hand-off: `flush(final=True)`).
 """
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass, fields
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
+from processor import codec
 from processor.adapters import Adapter
 from processor.deadletter import DeadLetters
 from processor.decode import decode
-from processor.model import ConversationEvent, DeadLetter, Record, Rejected
+from processor.limits import Unstorable, check_event_time, check_partition_key, storable
+from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
 from processor.reduce import ConversationState, Outcome, apply
 from processor.sink import Sink
-from processor.store import ShardStore
+from processor.store import Held, ShardStore
 
 
 @dataclass
@@ -38,6 +49,8 @@ class Counters:
     rehydrated: int = 0  # of those, found in DynamoDB (a lease or reshard moved them here)
     skipped: int = 0  # records at or below the committed sequence (already applied)
     flushes: int = 0
+    refused_fields: int = 0  # values left out because DynamoDB cannot store them (dead-lettered)
+    held_writes: int = 0  # writes only to make locally advanced stamps durable (I14)
 
     def __add__(self, other: Counters) -> Counters:
         return Counters(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
@@ -45,15 +58,20 @@ class Counters:
 
 @dataclass(frozen=True)
 class FlushPolicy:
-    """Flush every `max_records` records or `max_seconds` seconds, whichever comes first."""
+    """Flush every `max_records` records or `max_seconds` seconds, whichever comes first; write a
+    held conversation at the first flush `max_hold_seconds` after it was first held."""
 
     max_records: int = 10_000
     max_seconds: float = 1.0
+    max_hold_seconds: float = 60.0
 
 
 class ShardEngine:
     def __init__(self, shard_id: str, adapter: Adapter, store: ShardStore, sink: Sink,
-                 dead_letters: DeadLetters, policy: FlushPolicy = FlushPolicy()):
+                 dead_letters: DeadLetters, policy: FlushPolicy = FlushPolicy(), checkpoint: str | None = None,
+                 clock: Callable[[], float] = time.time):
+        """`checkpoint`: where KCL resumes this shard (records after it are delivered); the store
+        must already be current for it (`ShardStore.is_current_for`)."""
         self.shard_id = shard_id
         self.counters = Counters()
         self._adapter = adapter
@@ -61,10 +79,13 @@ class ShardEngine:
         self._sink = sink
         self._dead_letters = dead_letters
         self._policy = policy
+        self._clock = clock
         self._committed = _as_int(store.last_sequence)
+        self._held: Held = store.held
         self._touched: dict[str, ConversationState] = {}
         self._changed: set[str] = set()
         self._last_sequence: str | None = None
+        self._previous: str | None = checkpoint if checkpoint is not None and checkpoint.isdigit() else None
         self._pending_records = 0
         self._last_flush = time.monotonic()
 
@@ -74,28 +95,35 @@ class ShardEngine:
 
     @property
     def committed_sequence(self) -> str | None:
-        """The last sequence number whose effects are in DynamoDB and RocksDB."""
+        """The last sequence number whose effects are in RocksDB (and, but for held stamps, DynamoDB)."""
         return None if self._committed is None else str(self._committed)
+
+    @property
+    def held(self) -> int:
+        """How many conversations hold the checkpoint back."""
+        return len(self._held)
 
     def process(self, records: Sequence[Record]) -> None:
         """Apply a batch of records in order (the flush is separate: see `flush_due`)."""
-        events: list[ConversationEvent] = []
+        events: list[tuple[ConversationEvent, str | None]] = []
         for record in records:
+            before, self._previous = self._previous, record.sequence_number
             if self._committed is not None and int(record.sequence_number) <= self._committed:
                 self.counters.skipped += 1
                 continue
             self.counters.events += 1
             self._pending_records += 1
             self._last_sequence = record.sequence_number
-            event = self._normalize(record)
+            event = self._admit(record)
             if event is not None:
-                events.append(event)
-        self._load(event.conversation_id for event in events)
+                events.append((event, before))
+        self._load(event.conversation_id for event, _ in events)
         counters = self.counters
-        for event in events:
-            outcome = apply(self._touched[event.conversation_id], event)
+        for event, before in events:
+            cid = event.conversation_id
+            outcome, restamped = apply(self._touched[cid], event)
             if outcome is Outcome.CHANGE:
-                self._changed.add(event.conversation_id)
+                self._changed.add(cid)
                 counters.changes += 1
             elif outcome is Outcome.REPEAT:
                 counters.exact_repeats += 1
@@ -103,19 +131,50 @@ class ShardEngine:
                 counters.noop_collapsed += 1
             else:
                 counters.stale += 1
+            if restamped and cid not in self._held:
+                self._held[cid] = (before, self._clock())
 
-    def _normalize(self, record: Record) -> ConversationEvent | None:
+    def _admit(self, record: Record) -> ConversationEvent | None:
+        """Decode and normalize a record, and keep what DynamoDB could never store out of it (I15):
+        a record that cannot be applied is dead-lettered whole; a value that cannot be stored
+        becomes a tombstone (its stamp kept) and is dead-lettered on its own."""
+        conversation_id = ""
         try:
             envelope = record.envelope if record.envelope is not None else decode(record.data)
-            return self._adapter.normalize(envelope)
+            event = self._adapter.normalize(envelope)
+            conversation_id = event.conversation_id
+            arrival_ms = record.arrival_ms if record.arrival_ms is not None else int(self._clock() * 1000)
+            reason = check_partition_key(conversation_id) or check_event_time(event.time_ms, arrival_ms)
+            if reason is not None:
+                raise Rejected(reason)
+            return self._storable(record, event, arrival_ms)
         except Rejected as rejection:
             reason = rejection.reason
         except Exception as error:  # noqa: BLE001 - a bad record must never crash the shard
             reason = f"adapter error: {type(error).__name__}"  # the type only: messages may carry PII
         self.counters.rejected += 1
         self._dead_letters.add(DeadLetter(reason, record.data, self.shard_id, record.sequence_number,
-                                          record.partition_key))
+                                          record.partition_key, conversation_id))
         return None
+
+    def _storable(self, record: Record, event: ConversationEvent, arrival_ms: int) -> ConversationEvent:
+        sets: dict[str, Register] = {}
+        for name, register in event.sets.items():
+            reason = check_event_time(abs(register.stamp), arrival_ms)
+            if reason is not None:  # e.g. a snapshot's start time from a broken clock
+                self._refuse_field(record, event.conversation_id, name, reason)
+                continue
+            try:
+                sets[name] = Register(register.stamp, storable(register.value))
+            except Unstorable as refusal:
+                self._refuse_field(record, event.conversation_id, name, refusal.reason)
+                sets[name] = Register(register.stamp, None)
+        return event._replace(sets=sets)
+
+    def _refuse_field(self, record: Record, conversation_id: str, name: str, reason: str) -> None:
+        self.counters.refused_fields += 1
+        self._dead_letters.add(DeadLetter(f"field {name}: {reason}", record.data, self.shard_id,
+                                          record.sequence_number, record.partition_key, conversation_id, name))
 
     def _load(self, conversation_ids: Iterable[str]) -> None:
         """Bring each conversation's state into the buffer: from RocksDB, else from DynamoDB (I6)."""
@@ -136,14 +195,22 @@ class ShardEngine:
         elapsed = (time.monotonic() if now is None else now) - self._last_flush
         return self._pending_records > 0 and elapsed >= self._policy.max_seconds
 
-    def flush(self) -> str | None:
-        """Write changed states, commit locally, and return the sequence number safe to checkpoint."""
-        changed = {cid: self._touched[cid] for cid in self._changed}
-        if changed:
-            self._sink.write(changed)
+    def flush(self, final: bool = False) -> str | None:
+        """Write changed states, commit locally, and return the sequence number safe to checkpoint
+        (None: none yet). `final`: the shard is handed over, so every held conversation is written
+        and the checkpoint can reach the last record."""
+        due = self._due_held(final)
+        self._load(due)
+        writes = self._changed | due
+        if writes:
+            refusals = self._sink.write({cid: self._touched[cid] for cid in writes})
+            self._dead_letter_refusals(refusals)
+            self.counters.held_writes += len(due - self._changed)
+            for cid in writes:
+                self._held.pop(cid, None)
         self._dead_letters.flush()
         if self._touched or self._last_sequence is not None:
-            self._store.commit(self._touched, self._last_sequence)
+            self._store.commit(self._touched, self._last_sequence, self._held)
         if self._last_sequence is not None:
             self._committed = int(self._last_sequence)
         self._touched, self._changed = {}, set()
@@ -151,10 +218,33 @@ class ShardEngine:
         self._pending_records = 0
         self._last_flush = time.monotonic()
         self.counters.flushes += 1
-        return self.committed_sequence
+        return self.checkpoint_sequence
+
+    @property
+    def checkpoint_sequence(self) -> str | None:
+        """The last sequence number a new owner may resume after: the committed one, or the record
+        before the first one whose stamp is held only here (None: no record may be skipped yet)."""
+        if not self._held:
+            return self.committed_sequence
+        safe = [before for before, _ in self._held.values()]
+        return None if None in safe else min(safe, key=int)
+
+    def _due_held(self, final: bool) -> set[str]:
+        if final:
+            return set(self._held)
+        oldest = self._clock() - self._policy.max_hold_seconds
+        return {cid for cid, (_, since) in self._held.items() if since <= oldest}
+
+    def _dead_letter_refusals(self, refusals: list[Refusal]) -> None:
+        for refusal in refusals:
+            self.counters.refused_fields += 1
+            self._dead_letters.add(DeadLetter(
+                f"field {refusal.field}: {refusal.reason}", codec.dumps(refusal.dropped.value), self.shard_id,
+                conversation_id=refusal.conversation_id, field=refusal.field, stamp=refusal.dropped.stamp))
 
     def discard(self) -> None:
         """Drop everything not yet flushed (lease lost: another worker owns the shard now)."""
+        self._held = self._store.held
         self._touched, self._changed = {}, set()
         self._last_sequence = None
         self._pending_records = 0

@@ -4,34 +4,69 @@
 - The projection: every attribute whose name does not start with `_`.
 - Bookkeeping, compact so a typical item stays under 1 KB (one write unit, I9):
   `_t` map of register stamps (what LWW needs to merge), `_k` the recent event keys
-  (8 bytes each, one binary), `_ttl` epoch seconds after which DynamoDB may expire an ended
-  conversation.
+  (8 bytes each, one binary), `_ttl` epoch seconds after which DynamoDB may expire the item:
+  an ended conversation's end plus the retention, any other's last event plus the inactivity
+  retention (an end event can be lost, and nothing may stay for ever).
 """
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Mapping
 
+from processor.limits import ITEM_BUDGET_BYTES, oversized_fields
 from processor.model import Register
-from processor.reduce import KEY_WINDOW, ConversationState, Derive
+from processor.reduce import KEY_WINDOW, ConversationState, Derive, tombstone
 
 KEY = "conversationId"
 VERSION = "version"
 STAMPS, KEYS, TTL = "_t", "_k", "_ttl"
 
 
+@dataclass(frozen=True)
+class Retention:
+    """How long a conversation is kept after its end, or after its last event while not ended."""
+
+    ended_seconds: int
+    inactive_seconds: int
+
+    def expires_at(self, state: ConversationState) -> int | None:
+        """Epoch seconds when the item may expire (None: no event time known)."""
+        values = state.registers
+        ended, end = values.get("ended"), values.get("endTime")
+        if ended is not None and ended.value is True and end is not None and isinstance(end.value, int):
+            return end.value // 1000 + self.ended_seconds
+        last = max((reg.stamp for reg in values.values() if reg.stamp > 0), default=None)
+        return None if last is None else last // 1000 + self.inactive_seconds
+
+
 def to_item(conversation_id: str, state: ConversationState, version: int, derive: Derive | None,
-            retention_seconds: int | None) -> dict[str, Any]:
+            retention: Retention | None) -> dict[str, Any]:
     """The item (low-level AttributeValue form) that stores `state` as `version`."""
     attributes: dict[str, Any] = dict(state.projection(derive))
     attributes[KEY] = conversation_id
     attributes[VERSION] = version
     attributes[STAMPS] = {name: reg.stamp for name, reg in state.registers.items()}
     attributes[KEYS] = b"".join(key.to_bytes(8, "big") for key in state.recent_keys[-KEY_WINDOW:])
-    end = attributes.get("endTime")
-    if retention_seconds is not None and attributes.get("ended") is True and isinstance(end, int):
-        attributes[TTL] = end // 1000 + retention_seconds
+    expires = retention.expires_at(state) if retention is not None else None
+    if expires is not None:
+        attributes[TTL] = expires
     return {name: serialize(value) for name, value in attributes.items()}
+
+
+def fitted_item(conversation_id: str, state: ConversationState, version: int, derive: Derive | None,
+                retention: Retention | None) -> tuple[dict[str, Any], list[tuple[str, Register]]]:
+    """`to_item`, with the largest fields replaced by tombstones (in `state` too) until the item
+    fits DynamoDB's size limit (I15). Returns the item and the registers dropped from it."""
+    item = to_item(conversation_id, state, version, derive, retention)
+    size = item_size(item)
+    if size <= ITEM_BUDGET_BYTES:
+        return item, []
+    sizes = {name: len(name.encode("utf-8")) + _value_size(item[name])
+             for name in state.registers if name in item and state.registers[name].value is not None}
+    dropped = [(name, tombstone(state, name)) for name in oversized_fields(sizes, size - sum(sizes.values()))]
+    return to_item(conversation_id, state, version, derive, retention), dropped
 
 
 def from_item(item: Mapping[str, Any]) -> tuple[str, ConversationState]:
@@ -102,7 +137,7 @@ def deserialize(attribute: Mapping[str, Any]) -> Any:
     if kind == "S":
         return value
     if kind == "N":
-        return int(value) if value.lstrip("-").isdigit() else float(value)
+        return number(value)
     if kind == "BOOL":
         return value
     if kind == "NULL":
@@ -116,5 +151,13 @@ def deserialize(attribute: Mapping[str, Any]) -> Any:
     if kind in ("SS", "BS"):
         return sorted(value)
     if kind == "NS":
-        return sorted(int(v) if v.lstrip("-").isdigit() else float(v) for v in value)
+        return sorted(number(v) for v in value)
     raise TypeError(f"unknown DynamoDB attribute type {kind}")
+
+
+def number(text: str) -> int | float:
+    """A DynamoDB number as DynamoDB means it: "5", "5.0" and "5E+0" are all the int 5."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    exact = Decimal(text)
+    return int(exact) if exact == exact.to_integral_value() else float(exact)

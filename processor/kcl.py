@@ -63,6 +63,7 @@ class ShardProcessor(processor.RecordProcessorBase):
         self.shard_id = "?"
         self.engine: ShardEngine | None = None
         self._store: ShardStore | None = None
+        self._checkpointed: str | None = None
         self._metrics: FlushMetrics | None = None
         self._millis_behind_latest: int | None = None
 
@@ -72,19 +73,30 @@ class ShardProcessor(processor.RecordProcessorBase):
         settings = self.settings
         client = dynamodb_client(settings.endpoint)
         adapter = settings.build_adapter()
+        checkpoint = initialize_input.sequence_number
         self._store = ShardStore(shard_directory(settings.state_dir, self.shard_id), settings.retention_seconds)
+        local = self._store.last_sequence
+        if not self._store.is_current_for(checkpoint):
+            # Another worker took the shard past what this disk knows (the lease came back), or
+            # nothing proves otherwise: state is read back from DynamoDB as conversations return (I14).
+            log.warning("shard %s: local state at sequence %s is not current for KCL checkpoint %s; dropped",
+                        self.shard_id, local, checkpoint)
+            self._store.reset()
         self.engine = ShardEngine(self.shard_id, adapter, self._store,
-                                  DynamoSink(client, settings.table, adapter.derive, settings.retention_seconds),
-                                  DynamoDeadLetters(client, settings.dead_letter_table), settings.flush_policy)
+                                  DynamoSink(client, settings.table, adapter.derive, settings.retention),
+                                  DynamoDeadLetters(client, settings.dead_letter_table,
+                                                    settings.dead_letter_retention_seconds),
+                                  settings.flush_policy, checkpoint=checkpoint)
+        self._checkpointed = checkpoint
         self._metrics = FlushMetrics(self.shard_id)
-        log.info("shard %s: initialized at KCL checkpoint %s, local sequence %s", self.shard_id,
-                 initialize_input.sequence_number, self.engine.committed_sequence)
+        log.info("shard %s: initialized at KCL checkpoint %s, local sequence %s, %d conversations held",
+                 self.shard_id, checkpoint, self.engine.committed_sequence, self.engine.held)
 
     @fatal_on_error
     def process_records(self, process_records_input: Any) -> None:
         engine = self._engine()
         self._millis_behind_latest = process_records_input.millis_behind_latest
-        engine.process([Record(r.binary_data, r.sequence_number, r.partition_key)
+        engine.process([Record(r.binary_data, r.sequence_number, r.partition_key, arrival_ms=r.timestamp_millis)
                         for r in process_records_input.records])
         if engine.flush_due():
             self._checkpoint(process_records_input.checkpointer, self._flush())
@@ -100,15 +112,17 @@ class ShardProcessor(processor.RecordProcessorBase):
 
     @fatal_on_error
     def shard_ended(self, shard_ended_input: Any) -> None:
-        """A reshard closed this shard: flush, then checkpoint with no argument (SHARD_END)."""
+        """A reshard closed this shard: flush (held stamps too), then checkpoint with no argument
+        (SHARD_END): the children rehydrate from DynamoDB."""
         self._flush(final=True)
-        self._checkpoint(shard_ended_input.checkpointer, None)
+        self._checkpoint(shard_ended_input.checkpointer, None, shard_end=True)
         log.info("shard %s: shard ended; children take over", self.shard_id)
         self._close()
 
     @fatal_on_error
     def shutdown_requested(self, shutdown_requested_input: Any) -> None:
-        """The worker is stopping gracefully: flush and checkpoint, so the next owner starts there."""
+        """The worker is stopping gracefully: flush (held stamps too) and checkpoint, so the next
+        owner starts there and needs nothing only this process knew."""
         self._checkpoint(shutdown_requested_input.checkpointer, self._flush(final=True))
         log.info("shard %s: shutdown requested; flushed and checkpointed", self.shard_id)
         self._close()
@@ -123,22 +137,29 @@ class ShardProcessor(processor.RecordProcessorBase):
         (`final`: the shard stops here, so the metrics line is written now)."""
         engine = self._engine()
         started = time.perf_counter()
-        sequence = engine.flush()
+        sequence = engine.flush(final=final)
         latency_ms = (time.perf_counter() - started) * 1000
         write_stats(self.settings.state_dir, self.shard_id, engine)
         if self._metrics is not None:
             counters, sink = engine.counters, engine.sink.counters
             self._metrics.record({"Events": counters.events, "ExactRepeats": counters.exact_repeats,
                                   "NoopsCollapsed": counters.noop_collapsed, "Writes": sink.writes,
-                                  "Throttles": sink.throttles, "DeadLetters": counters.rejected},
-                                 latency_ms, self._millis_behind_latest, final)
+                                  "Throttles": sink.throttles, "DeadLetters": counters.rejected,
+                                  "RefusedFields": counters.refused_fields, "HeldWrites": counters.held_writes},
+                                 latency_ms, self._millis_behind_latest, final, gauges={"Held": engine.held})
         return sequence
 
-    def _checkpoint(self, checkpointer: Any, sequence: str | None) -> None:
-        """Checkpoint as KCL documents: retry throttling, stop on shutdown, report invalid state."""
+    def _checkpoint(self, checkpointer: Any, sequence: str | None, shard_end: bool = False) -> None:
+        """Checkpoint as KCL documents: retry throttling, stop on shutdown, report invalid state.
+
+        `sequence` None: nothing may be checkpointed yet (a held stamp precedes every record), unless
+        `shard_end`, where `checkpoint()` with no argument is what KCL requires."""
+        if not shard_end and (sequence is None or sequence == self._checkpointed):
+            return
         for attempt in range(CHECKPOINT_ATTEMPTS):
             try:
                 checkpointer.checkpoint(sequence)
+                self._checkpointed = sequence
                 return
             except CheckpointError as error:
                 if error.value == "ShutdownException":

@@ -16,6 +16,9 @@ line reaches CloudWatch Logs as one JSON log event, which is what EMF extraction
 | Writes             | Count        | DynamoDB conditional writes issued                               |
 | Throttles          | Count        | retried DynamoDB throttles, 5xx and connection errors            |
 | DeadLetters        | Count        | records dead-lettered with a reason                              |
+| RefusedFields      | Count        | values DynamoDB cannot store, left out and dead-lettered (I15)   |
+| HeldWrites         | Count        | writes made only to persist stamps that existed locally (I14)    |
+| Held               | Count        | conversations holding the checkpoint back, at the line's time    |
 | FlushLatency       | Milliseconds | each flush (writes, dead letters, RocksDB commit), up to 100     |
 | MillisBehindLatest | Milliseconds | how far the shard's reader is behind the stream tip              |
 | ShardSeconds       | Seconds      | seconds this shard was processed: Sum/60 a minute = shards active |
@@ -31,7 +34,8 @@ import orjson
 
 NAMESPACE = "ConversationStateProcessor"
 UNITS = {"Events": "Count", "ExactRepeats": "Count", "NoopsCollapsed": "Count", "Writes": "Count",
-         "Throttles": "Count", "DeadLetters": "Count", "FlushLatency": "Milliseconds",
+         "Throttles": "Count", "DeadLetters": "Count", "RefusedFields": "Count", "HeldWrites": "Count",
+         "Held": "Count", "FlushLatency": "Milliseconds",
          "MillisBehindLatest": "Milliseconds", "ShardSeconds": "Seconds"}
 EMF_VALUES_LIMIT = 100
 
@@ -49,8 +53,9 @@ class FlushMetrics:
     _since: float | None = None
 
     def record(self, totals: dict[str, int], flush_latency_ms: float, millis_behind_latest: int | None,
-               final: bool = False) -> dict[str, Any] | None:
-        """Note one flush (running `totals`, names as in UNITS); write a line when one is due."""
+               final: bool = False, gauges: dict[str, int] | None = None) -> dict[str, Any] | None:
+        """Note one flush (running `totals` and current `gauges`, names as in UNITS); write a line
+        when one is due."""
         now = self.clock()
         if self._since is None:
             self._since = now
@@ -63,6 +68,7 @@ class FlushMetrics:
         values["ShardSeconds"] = round(now - self._since, 3)
         if millis_behind_latest is not None:
             values["MillisBehindLatest"] = millis_behind_latest
+        values.update(gauges or {})
         self._previous, self._latencies, self._since = dict(totals), [], now
         line = {"_aws": {"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [{
             "Namespace": NAMESPACE, "Dimensions": [["ShardId"], []],

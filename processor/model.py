@@ -13,6 +13,8 @@ class Record(NamedTuple):
     partition_key: str = ""
     #: the decoded envelope, when the caller already had to decode it to route it (replay)
     envelope: dict[str, Any] | None = None
+    #: Kinesis' ApproximateArrivalTimestamp in epoch ms (None: not from a stream; now is used)
+    arrival_ms: int | None = None
 
 
 class Register(NamedTuple):
@@ -48,10 +50,34 @@ class Rejected(Exception):
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    """A record that could not be applied, kept whole (base64 in the destination) with the reason."""
+    """What could not be applied or stored, kept whole with the reason (I7, I15).
+
+    Either a whole record (`data` is its bytes), or one field of a conversation that DynamoDB
+    cannot store (`field` names it, `data` is its value as JSON, `stamp` its event time).
+    """
 
     reason: str
     data: bytes
     shard_id: str
-    sequence_number: str
+    sequence_number: str = ""
     partition_key: str = ""
+    conversation_id: str = ""
+    field: str = ""
+    stamp: int | None = None
+
+    @property
+    def id(self) -> str:
+        """Unique per record or per dropped value, so writing it again overwrites its twin."""
+        parts = [self.shard_id, self.sequence_number or self.conversation_id, self.field]
+        if self.stamp is not None:
+            parts.append(str(self.stamp))
+        return "#".join(part for part in parts if part)
+
+
+class Refusal(NamedTuple):
+    """A field of a conversation left out of its item because DynamoDB cannot store it (I15)."""
+
+    conversation_id: str
+    field: str
+    dropped: Register
+    reason: str

@@ -12,8 +12,7 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
-import orjson
-
+from processor import codec
 from processor.model import ConversationEvent, Register
 
 #: how many recent event keys a conversation remembers (8 bytes each in the DynamoDB item)
@@ -49,14 +48,15 @@ class ConversationState:
 
 def canonical(value: Any) -> bytes:
     """A total, type-aware order for values: their canonical JSON bytes."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return codec.dumps(value, sort_keys=True)
 
 
 _SCALARS = (str, int, float, bool, type(None))
 
 
 def same_value(a: Any, b: Any) -> bool:
-    """Equality that tells `1`, `1.0` and `true` apart, as DynamoDB does."""
+    """Equality that tells `1` and `true` apart, as DynamoDB does (values are in the form DynamoDB
+    stores, `processor.limits.storable`: no integral floats, so `1.0` never meets `1`)."""
     if a is b:
         return True
     if a != b or type(a) is not type(b):
@@ -73,20 +73,30 @@ def wins(candidate: Register, incumbent: Register) -> bool:
     return canonical(candidate.value) > canonical(incumbent.value)
 
 
-def _join_into(state: ConversationState, sets: Mapping[str, Register]) -> bool:
-    """Join registers into `state`. True when some value changed."""
-    changed = False
+class Join(enum.IntEnum):
+    """What joining registers into a state did, in increasing order of consequence."""
+
+    NOTHING = 0
+    RESTAMP = 1  # a stamp advanced, no value changed: an effect that exists only in this state
+    CHANGE = 2  # a value changed
+
+
+def _join_into(state: ConversationState, sets: Mapping[str, Register]) -> Join:
+    """Join registers into `state`."""
+    result = Join.NOTHING
     registers = state.registers
     for name, incoming in sets.items():
         current = registers.get(name)
         if current is None:
             registers[name] = incoming
-            changed = True
+            result = Join.CHANGE
         elif wins(incoming, current):
             if not same_value(incoming.value, current.value):
-                changed = True
+                result = Join.CHANGE
+            elif result is Join.NOTHING:
+                result = Join.RESTAMP
             registers[name] = incoming
-    return changed
+    return result
 
 
 def remember(state: ConversationState, keys: Iterable[int]) -> None:
@@ -99,15 +109,21 @@ def remember(state: ConversationState, keys: Iterable[int]) -> None:
         del window[: len(window) - KEY_WINDOW]
 
 
-def apply(state: ConversationState, event: ConversationEvent) -> Outcome:
-    """Dedup, reduce and collapse one event into `state` (mutated in place)."""
+def apply(state: ConversationState, event: ConversationEvent) -> tuple[Outcome, bool]:
+    """Dedup, reduce and collapse one event into `state` (mutated in place).
+
+    Returns the outcome and whether the event advanced a stamp without changing a value: such an
+    event changes no projection (no write is due) yet must reach DynamoDB before a new owner could
+    need it (I14), so the engine holds its checkpoint until it does.
+    """
     if event.key in state.recent_keys:
-        return Outcome.REPEAT
+        return Outcome.REPEAT, False
     remember(state, (event.key,))
-    if _join_into(state, event.sets):
-        return Outcome.CHANGE
+    joined = _join_into(state, event.sets)
+    if joined is Join.CHANGE:
+        return Outcome.CHANGE, False
     newer_seen = any(reg.stamp > event.time_ms for reg in state.registers.values())
-    return Outcome.STALE if newer_seen else Outcome.NOOP
+    return (Outcome.STALE if newer_seen else Outcome.NOOP), joined is Join.RESTAMP
 
 
 def merge(state: ConversationState, other: ConversationState) -> bool:
@@ -115,7 +131,28 @@ def merge(state: ConversationState, other: ConversationState) -> bool:
 
     The version becomes the higher of the two: `other` is what the store holds now.
     """
-    changed = _join_into(state, other.registers)
+    changed = _join_into(state, other.registers) is Join.CHANGE
     remember(state, other.recent_keys)
     state.version = max(state.version, other.version)
     return changed
+
+
+def adds_to(state: ConversationState, stored: ConversationState) -> bool:
+    """True when `state` knows a register (value or stamp) that `stored` does not hold as is."""
+    theirs = stored.registers
+    for name, mine in state.registers.items():
+        other = theirs.get(name)
+        if other is None or other.stamp != mine.stamp or not same_value(other.value, mine.value):
+            return True
+    return False
+
+
+def tombstone(state: ConversationState, name: str) -> Register:
+    """Replace a field's value by None, keeping its stamp, and return what was there.
+
+    For a value DynamoDB cannot store (I15): the stamp still orders the field, so an older event
+    cannot bring back an older value in its place, and local state stays equal to the item.
+    """
+    dropped = state.registers[name]
+    state.registers[name] = Register(dropped.stamp, None)
+    return dropped

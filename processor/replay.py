@@ -107,7 +107,7 @@ def replay(lines: Iterable[bytes], adapter: Adapter, sink: Sink, dead_letters: D
                     on_progress(1000)
             for engine, batch in zip(engines, batches):
                 _feed(engine, batch)
-                engine.flush()
+                engine.flush(final=True)  # the run ends here: nothing may stay only local (I14)
         finally:
             for engine in engines:
                 engine.close()

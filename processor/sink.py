@@ -9,6 +9,7 @@ safe, it is a semilattice) and we write again only if that join changed the proj
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Protocol
@@ -17,11 +18,18 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from processor.item import KEY, VERSION, from_item, to_item
-from processor.reduce import ConversationState, Derive, canonical, merge
-from processor.retry import until_processed, with_retries
+from processor.item import KEY, VERSION, Retention, fitted_item, from_item, to_item
+from processor.model import Refusal
+from processor.reduce import ConversationState, Derive, adds_to, canonical, merge, tombstone
+from processor.retry import GaveUp, full_jitter, until_processed, with_retries
 
 BATCH_GET_LIMIT = 100
+#: merges after failed conditions before giving up on a conversation's write (a race settles in 2)
+MAX_CONFLICT_ROUNDS = 16
+
+
+class RefusedItem(RuntimeError):
+    """DynamoDB refuses a conversation's item for a reason no field explains: a table problem."""
 
 
 class Sink(Protocol):
@@ -30,8 +38,10 @@ class Sink(Protocol):
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         """Stored states of these conversations (absent ones are left out)."""
 
-    def write(self, states: Mapping[str, ConversationState]) -> None:
-        """Make the store hold (at least) these states; bumps each state's version as written."""
+    def write(self, states: Mapping[str, ConversationState]) -> list[Refusal]:
+        """Make the store hold (at least) these states; bumps each state's version as written.
+
+        Fields DynamoDB cannot store are tombstoned in the state and returned (I15)."""
 
 
 @dataclass
@@ -40,6 +50,7 @@ class SinkCounters:
     reads: int = 0  # BatchGetItem requests issued
     conflicts: int = 0  # conditional checks that failed and were merged
     throttles: int = 0  # retryable failures (throttling, 5xx, connection)
+    refused: int = 0  # fields left out of an item because DynamoDB cannot store them
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def add(self, name: str, amount: int = 1) -> None:
@@ -56,9 +67,10 @@ class NullSink:
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         return {}
 
-    def write(self, states: Mapping[str, ConversationState]) -> None:
+    def write(self, states: Mapping[str, ConversationState]) -> list[Refusal]:
         for state in states.values():
             state.version += 1
+        return []
 
 
 def dynamodb_client(endpoint_url: str | None = None, region: str | None = None, pool: int = 32) -> Any:
@@ -84,11 +96,11 @@ def ensure_table(client: Any, table: str, key: str = KEY) -> None:
 
 class DynamoSink:
     def __init__(self, client: Any, table: str, derive: Derive | None = None,
-                 retention_seconds: int | None = None, concurrency: int = 16):
+                 retention: Retention | None = None, concurrency: int = 16):
         self._client = client
         self._table = table
         self._derive = derive
-        self._retention = retention_seconds
+        self._retention = retention
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ddb-write")
         self.counters = SinkCounters()
 
@@ -106,28 +118,81 @@ class DynamoSink:
                     found[conversation_id] = state
         return found
 
-    def write(self, states: Mapping[str, ConversationState]) -> None:
+    def write(self, states: Mapping[str, ConversationState]) -> list[Refusal]:
         futures = [self._pool.submit(self._write_one, cid, state) for cid, state in states.items()]
-        for future in futures:
-            future.result()
+        return [refusal for future in futures for refusal in future.result()]
 
-    def _write_one(self, conversation_id: str, state: ConversationState) -> None:
-        while True:
-            item = to_item(conversation_id, state, state.version + 1, self._derive, self._retention)
+    def _write_one(self, conversation_id: str, state: ConversationState) -> list[Refusal]:
+        """Write until the store holds `state` (merging what others wrote meanwhile, I5)."""
+        refusals: list[Refusal] = []
+        for conflict in range(MAX_CONFLICT_ROUNDS):
+            item, dropped = fitted_item(conversation_id, state, state.version + 1, self._derive, self._retention)
+            refusals += [Refusal(conversation_id, name, register, "item over DynamoDB's 400 KB limit")
+                         for name, register in dropped]
             try:
-                self._call(self._client.put_item, counter="writes", TableName=self._table, Item=item,
-                           ConditionExpression="attribute_not_exists(#id) OR #v = :expected",
-                           ExpressionAttributeNames={"#id": KEY, "#v": VERSION},
-                           ExpressionAttributeValues={":expected": {"N": str(state.version)}},
-                           ReturnValuesOnConditionCheckFailure="ALL_OLD")
-                state.version += 1
-                return
+                self._put(item, state.version)
             except ClientError as error:
-                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                code = error.response["Error"]["Code"]
+                if code == "ValidationException":
+                    refusal, written = self._drop_refused_field(conversation_id, state, code)
+                    refusals.append(refusal)
+                    if written:
+                        state.version += 1
+                        break
+                    continue
+                if code != "ConditionalCheckFailedException":
                     raise
                 self.counters.add("conflicts")
-                if not self._adopt_stored(state, error.response.get("Item")):
-                    return
+                stored = error.response.get("Item") or self._get(conversation_id)
+                if not self._adopt_stored(state, stored):
+                    break
+                if conflict:  # another writer keeps winning: let it finish
+                    time.sleep(full_jitter(conflict, 0.05, 1.0))
+                continue
+            state.version += 1
+            break
+        else:
+            raise GaveUp(f"a conversation's write still conflicted after {MAX_CONFLICT_ROUNDS} merges")
+        self.counters.add("refused", len(refusals))
+        return refusals
+
+    def _put(self, item: dict[str, Any], expected_version: int) -> None:
+        self._call(self._client.put_item, counter="writes", TableName=self._table, Item=item,
+                   ConditionExpression="attribute_not_exists(#id) OR #v = :expected",
+                   ExpressionAttributeNames={"#id": KEY, "#v": VERSION},
+                   ExpressionAttributeValues={":expected": {"N": str(expected_version)}},
+                   ReturnValuesOnConditionCheckFailure="ALL_OLD")
+
+    def _get(self, conversation_id: str) -> Mapping[str, Any] | None:
+        """The stored item, strongly consistent: for a failed condition that did not return it."""
+        response = self._call(self._client.get_item, counter="reads", TableName=self._table,
+                              Key={KEY: {"S": conversation_id}}, ConsistentRead=True)
+        return response.get("Item")
+
+    def _drop_refused_field(self, conversation_id: str, state: ConversationState,
+                            code: str) -> tuple[Refusal, bool]:
+        """DynamoDB refused an item the checks before the write let through (a rule they do not
+        know): find the field it refuses by leaving out one at a time, largest first. Returns the
+        refusal and whether the item without it was written."""
+        candidates = sorted((name for name, reg in state.registers.items() if reg.value is not None),
+                            key=lambda name: (-len(canonical(state.registers[name].value)), name))
+        for name in candidates:
+            trial = ConversationState(dict(state.registers), state.recent_keys, state.version)
+            tombstone(trial, name)
+            written = True
+            try:
+                self._put(to_item(conversation_id, trial, state.version + 1, self._derive, self._retention),
+                          state.version)
+            except ClientError as error:
+                if error.response["Error"]["Code"] == "ValidationException":
+                    continue
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                written = False  # another writer got there first: the caller's next round merges it
+            refusal = Refusal(conversation_id, name, tombstone(state, name), f"DynamoDB refused the item ({code})")
+            return refusal, written
+        raise RefusedItem(f"DynamoDB refuses the item of a conversation whatever field is left out ({code}): "
+                          "check the table's key schema")
 
     def _adopt_stored(self, state: ConversationState, stored_item: Mapping[str, Any] | None) -> bool:
         """Join the stored item into `state`; True when ours still adds to it (write again)."""
@@ -137,8 +202,7 @@ class DynamoSink:
         _, stored = from_item(stored_item)
         merge(state, stored)
         state.version = stored.version
-        ours = canonical(state.projection(self._derive))
-        return ours != canonical(stored.projection(self._derive))
+        return adds_to(state, stored)
 
     def _call(self, method: Any, counter: str, **kwargs: Any) -> Any:
         def attempt() -> Any:

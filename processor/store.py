@@ -1,5 +1,6 @@
 """The state store: one RocksDB per shard, holding each conversation's state and the shard's
-last applied sequence number, committed together in one WriteBatch (I4).
+last applied sequence number, committed together in one WriteBatch (I4), with the conversations
+whose stamps only this store knows (`held`, see `processor.engine`).
 
 KCL runs one child process per shard lease and RocksDB allows one writer, so one database per
 shard is both the natural and the only safe layout (I8). Entries expire after the retention
@@ -12,9 +13,9 @@ import os
 import re
 from typing import Iterable, Mapping
 
-import orjson
 from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
+from processor import codec
 from processor.model import Register
 from processor.reduce import ConversationState
 
@@ -24,15 +25,20 @@ TTL_SUFFIX_BYTES = 4
 
 _STATE = b"c:"
 _SEQUENCE = b"m:sequence"
+_HELD = b"m:held"
+
+#: conversation id -> (the sequence number safe to checkpoint before its first unwritten stamp
+#: (None: before the shard's first record), epoch seconds since when it is held)
+Held = dict[str, tuple[str | None, float]]
 
 
 def encode_state(state: ConversationState) -> bytes:
     registers = {name: (reg.stamp, reg.value) for name, reg in state.registers.items()}
-    return orjson.dumps((state.version, state.recent_keys, registers))
+    return codec.dumps((state.version, state.recent_keys, registers))
 
 
 def decode_state(data: bytes) -> ConversationState:
-    version, keys, registers = orjson.loads(data)
+    version, keys, registers = codec.loads(data)
     return ConversationState({name: Register(stamp, value) for name, (stamp, value) in registers.items()},
                              keys, version)
 
@@ -47,6 +53,15 @@ class ShardStore:
 
     def __init__(self, path: str, retention_seconds: int | None = None, read_only: bool = False):
         """`read_only`: look, while the shard's own process may be writing (`processor inspect`)."""
+        self.path = path
+        self._retention = retention_seconds
+        self._read_only = read_only
+        self._db = self._open()
+        # A TTL database stores a 4-byte timestamp after each value; only a plain open sees it.
+        self._suffix = TTL_SUFFIX_BYTES if read_only and retention_seconds else 0
+
+    def _open(self) -> Rdict:
+        path, read_only, retention_seconds = self.path, self._read_only, self._retention
         if not read_only:
             os.makedirs(path, exist_ok=True)
         options = Options(raw_mode=True)
@@ -62,16 +77,44 @@ class ShardStore:
             access = AccessType.read_only()
         else:
             access = AccessType.with_ttl(retention_seconds) if retention_seconds else AccessType.read_write()
-        self._db = Rdict(path, options, access_type=access)
-        # A TTL database stores a 4-byte timestamp after each value; only a plain open sees it.
-        self._suffix = TTL_SUFFIX_BYTES if read_only and retention_seconds else 0
-        self.path = path
+        return Rdict(path, options, access_type=access)
 
     @property
     def last_sequence(self) -> str | None:
         """The sequence number of the last record whose effects are committed here."""
         value = self._value(self._db.get(_SEQUENCE))
         return value.decode("ascii") if value is not None else None
+
+    @property
+    def held(self) -> Held:
+        """Conversations whose latest stamps are only here, not yet in DynamoDB (see the engine)."""
+        value = self._value(self._db.get(_HELD))
+        return {} if value is None else {cid: (safe, since) for cid, (safe, since) in codec.loads(value).items()}
+
+    def is_current_for(self, checkpoint: str | None) -> bool:
+        """Whether this store may be used by a shard that KCL resumes after `checkpoint` (I14).
+
+        It may when it reflects every record up to the checkpoint: KCL delivers everything after
+        it, and records this store already applied are skipped. If another worker took the shard
+        further meanwhile (the lease came back), the records it applied are never delivered again
+        and this store lacks their effects. A checkpoint that is not a sequence number
+        (TRIM_HORIZON, LATEST, AT_TIMESTAMP) proves nothing about an existing store either.
+        """
+        local = self.last_sequence
+        if local is None:
+            return not self.has_states()
+        return checkpoint is not None and checkpoint.isdigit() and int(local) >= int(checkpoint)
+
+    def has_states(self) -> bool:
+        for key in self._db.keys(from_key=_STATE):
+            return key.startswith(_STATE)
+        return False
+
+    def reset(self) -> None:
+        """Drop everything: the shard's state will be read back from DynamoDB as needed (I6)."""
+        self._db.close()
+        Rdict.destroy(self.path)
+        self._db = self._open()
 
     def get(self, conversation_id: str) -> ConversationState | None:
         data = self._value(self._db.get(_STATE + conversation_id.encode("utf-8")))
@@ -85,13 +128,16 @@ class ShardStore:
     def _value(self, stored: bytes | None) -> bytes | None:
         return stored[: len(stored) - self._suffix] if stored is not None and self._suffix else stored
 
-    def commit(self, states: Mapping[str, ConversationState], sequence: str | None) -> None:
-        """Write `states` and the sequence they reach as one atomic batch."""
+    def commit(self, states: Mapping[str, ConversationState], sequence: str | None,
+               held: Held | None = None) -> None:
+        """Write `states`, the sequence they reach and the held conversations as one atomic batch."""
         batch = WriteBatch(raw_mode=True)
         for conversation_id, state in states.items():
             batch.put(_STATE + conversation_id.encode("utf-8"), encode_state(state))
         if sequence is not None:
             batch.put(_SEQUENCE, sequence.encode("ascii"))
+        if held is not None:
+            batch.put(_HELD, codec.dumps(held))
         self._db.write(batch)
 
     def compact(self) -> None:

@@ -50,8 +50,15 @@ def redeliver(envelope: dict[str, Any]) -> dict[str, Any]:
     return again
 
 
+#: the epoch of test events: event times outside a sane window are refused (I15), so tests give
+#: small offsets and `detail_event` places them after this moment (2026-01-01T00:00:00Z)
+T0 = 1_767_225_600_000
+
+
 def detail_event(conversation_id: str, subtopic: str, event_time: int, **fields: Any) -> dict[str, Any]:
-    """A minimal Genesys detail event envelope."""
+    """A minimal Genesys detail event envelope, `event_time` ms after `T0` (any other value as is)."""
+    if isinstance(event_time, int):
+        event_time += T0
     body = {"eventTime": event_time, "conversationId": conversation_id, "mediaType": "VOICE",
             "direction": "INBOUND", **fields}
     return {"version": "0", "id": str(uuid.uuid4()),

@@ -14,7 +14,7 @@ from processor.model import Record
 from processor.sink import DynamoSink
 from processor.storm import StormShape, storm
 from processor.store import ShardStore
-from tests.conftest import detail_event, projections, records, redeliver, table_items
+from tests.conftest import T0, detail_event, projections, records, redeliver, table_items
 
 pytestmark = pytest.mark.server
 genesys = GenesysAdapter()
@@ -50,27 +50,31 @@ def run_shard(stream: list[Record], batch: int, dynamodb, table, state_dir, dead
     """Feed `stream` like KCL: batches from the checkpoint, flush + checkpoint after each batch.
 
     `crash=(flush_number, step)` kills the worker at that step of that flush; a new worker then
-    starts from KCL's checkpoint on the same state directory. Returns the final checkpoint.
+    starts from KCL's checkpoint on the same state directory. Batches end where the uninterrupted
+    run's end (a replay from a checkpoint held before its last batch re-reads the records it
+    already applied, then flushes where that run flushed). Returns the final checkpoint.
     """
     checkpoint: str | None = None
     workers, flushes = [], 0
     while True:
         worker = Worker(dynamodb, table, state_dir, dead_letters)
         workers.append(worker)
-        todo = [r for r in stream if checkpoint is None or int(r.sequence_number) > int(checkpoint)]
+        chunks = [stream[start:start + batch] for start in range(0, len(stream), batch)]
+        todo = [[r for r in chunk if checkpoint is None or int(r.sequence_number) > int(checkpoint)] for chunk in chunks]
         try:
-            for start in range(0, len(todo), batch):
-                worker.engine.process(todo[start:start + batch])
+            for chunk in (chunk for chunk in todo if chunk):
+                worker.engine.process(chunk)
                 flushes += 1
                 step = crash[1] if crash and crash[0] == flushes else None
                 _arm(worker, step)
                 sequence = worker.engine.flush()
                 if step == "before-checkpoint":
                     raise Crash
-                checkpoint = sequence  # KCL checkpoint: only after the flush returned
+                checkpoint = sequence or checkpoint  # KCL checkpoint: only after the flush returned
                 if versions_seen is not None:
                     for cid, item in table_items(dynamodb, table).items():
                         versions_seen.setdefault(cid, []).append(item["version"])
+            checkpoint = worker.engine.flush(final=True)  # the end: a graceful hand-off
             worker.die()
             return checkpoint, workers
         except Crash:
@@ -86,7 +90,7 @@ def _arm(worker: Worker, step: str | None) -> None:
         def write_some(cid, state):
             if next(calls) >= 3:
                 raise Crash
-            real(cid, state)
+            return real(cid, state)
         worker.sink._write_one = write_some
     elif step == "after-writes":  # the next step, dead letters, never happens
         def die_after_writes():
@@ -95,8 +99,8 @@ def _arm(worker: Worker, step: str | None) -> None:
     elif step == "after-commit":
         real_commit = worker.store.commit
 
-        def commit_then_die(states, sequence):
-            real_commit(states, sequence)
+        def commit_then_die(*args):
+            real_commit(*args)
             raise Crash
         worker.store.commit = commit_then_die
 
@@ -166,7 +170,7 @@ def test_a_lease_moved_to_a_fresh_worker_rehydrates_and_keeps_deduplicating(dyna
     assert second.sink.counters.writes == 1
     second.die()
     item = table_items(dynamodb, table)[cid]
-    assert (item["queueId"], item["agentUserId"], item["startTime"], item["version"]) == ("q1", "agent-1", 1000, 2)
+    assert (item["queueId"], item["agentUserId"], item["startTime"], item["version"]) == ("q1", "agent-1", T0 + 1000, 2)
 
 
 def test_a_lease_moved_mid_stream_gives_the_same_table(stream, uninterrupted, dynamodb, table, tmp_path):

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from processor.sink import ensure_table
-from tests.conftest import detail_event, table_items
+from tests.conftest import T0, detail_event, table_items
 
 pytestmark = pytest.mark.server
 
@@ -57,7 +57,7 @@ class Child:
 def records(envelopes: list, first: int) -> list[dict]:
     return [{"action": "record", "data": base64.b64encode(e if isinstance(e, bytes) else json.dumps(e).encode()).decode(),
              "partitionKey": "c1", "sequenceNumber": str(first + i), "subSequenceNumber": 0,
-             "approximateArrivalTimestamp": 1700000000000} for i, e in enumerate(envelopes)]
+             "approximateArrivalTimestamp": T0 + 3_600_000} for i, e in enumerate(envelopes)]
 
 
 @pytest.fixture
@@ -94,7 +94,7 @@ def test_a_shard_lifecycle_over_the_protocol(config, dynamodb):
     code, stderr = child.close()
     assert code == 0
     item = table_items(dynamodb, table)["c1"]
-    assert (item["queueId"], item["agentUserId"], item["startTime"]) == ("q1", "a", 1000)
+    assert (item["queueId"], item["agentUserId"], item["startTime"]) == ("q1", "a", T0 + 1000)
     (letter,) = dynamodb.scan(TableName=dead)["Items"]
     assert letter["id"]["S"] == "shardId-000000000007#101" and letter["reason"]["S"].startswith("not JSON")
     assert "tel:+1555" not in stderr  # I10: no PII in logs

@@ -13,6 +13,7 @@ import pytest
 
 from processor.replay import REPORT_KEYS, shard_index, shard_name
 from processor.storm import StormShape, write_storm
+from tests.conftest import T0
 
 pytestmark = pytest.mark.server
 PROCESSOR = [sys.executable, "-m", "processor.cli"]
@@ -93,7 +94,7 @@ def test_poison_lines_go_to_the_dead_letter_file_beside_the_export(tmp_path, emu
     good = {"version": "0", "id": "1", "detail-type": "v2.detail.events.conversation.{id}.acd.start",
             "time": "2025-01-01T00:00:00Z",
             "detail": {"topicName": "v2.detail.events.conversation.c1.acd.start",
-                       "eventBody": {"conversationId": "c1", "eventTime": 1, "queueId": "q"}}}
+                       "eventBody": {"conversationId": "c1", "eventTime": T0, "queueId": "q"}}}
     events.write_text("\n".join([json.dumps(good), "{oops", "[]", json.dumps({"detail": {"topicName": "x"}})]) + "\n")
     export, report = tmp_path / "out" / "export.jsonl", tmp_path / "report.json"
     result = replay(str(events), "--dynamodb-endpoint", emulator.endpoint, "--table", f"t-{uuid.uuid4().hex[:8]}",
@@ -110,7 +111,7 @@ def test_the_generic_adapter_from_a_settings_file(tmp_path, emulator):
     config.write_text('[adapter]\nkind = "generic"\nconversation_id = "$.detail.contactId"\n'
                       'event_time = "$.detail.timestamp"\n[adapter.state]\nstatus = "$.detail.status"\n')
     events = tmp_path / "cxone.jsonl"
-    rows = [{"id": str(n), "detail": {"contactId": "k1", "timestamp": t, "status": s}}
+    rows = [{"id": str(n), "detail": {"contactId": "k1", "timestamp": T0 + t, "status": s}}
             for n, (t, s) in enumerate([(3, "Closed"), (1, "Active"), (2, "Hold"), (2, "Hold")])]
     events.write_text("\n".join(json.dumps(r) for r in rows))
     export = tmp_path / "export.jsonl"

@@ -11,7 +11,7 @@ from processor.deadletter import JsonlDeadLetters
 from processor.engine import ShardEngine
 from processor.sink import DynamoSink
 from processor.store import ShardStore
-from tests.conftest import detail_event, records, sample, table_items, wrap_websocket_frame
+from tests.conftest import T0, detail_event, records, sample, table_items, wrap_websocket_frame
 
 pytestmark = pytest.mark.server
 
@@ -61,9 +61,9 @@ def test_one_idempotency_key_twice_is_applied_once(dynamodb, table, tmp_path):
     adapter = build_adapter({"kind": "generic", "conversation_id": "$.detail.ContactId",
                              "event_time": "$.detail.Timestamp", "event_id": "$.detail.IdempotencyKey",
                              "state": {"status": "$.detail.Status"}})
-    first = {"id": "eb-1", "detail": {"ContactId": "k1", "Timestamp": 1000, "IdempotencyKey": "idem-1",
+    first = {"id": "eb-1", "detail": {"ContactId": "k1", "Timestamp": T0 + 1000, "IdempotencyKey": "idem-1",
                                       "Status": "Active"}}
-    retried = {"id": "eb-2", "detail": {"ContactId": "k1", "Timestamp": 1003, "IdempotencyKey": "idem-1",
+    retried = {"id": "eb-2", "detail": {"ContactId": "k1", "Timestamp": T0 + 1003, "IdempotencyKey": "idem-1",
                                         "Status": "Active"}}
     counters, sink, items = run(adapter, [first, retried], dynamodb, table, tmp_path, flush_each=True)
     assert counters.exact_repeats == 1 and sink.writes == 1
@@ -78,4 +78,4 @@ def test_ended_before_connected_still_ends_up_ended_and_connected(order, dynamod
     _, _, items = run(GenesysAdapter(), [events[name] for name in order], dynamodb, table, tmp_path, flush_each=True)
     item = items["c"]
     assert (item["ended"], item["endTime"], item["startTime"], item["agentUserId"], item["durationMs"]) == (
-        True, 9000, 1000, "agent-2", 8000)
+        True, T0 + 9000, T0 + 1000, "agent-2", 8000)

@@ -78,6 +78,6 @@ def truth(deliveries: list[Delivery]) -> Truth:
     changes = 0
     for delivery in in_event_time_order(deliveries):
         state = states.setdefault(delivery.conversation_id, ConversationState())
-        if apply(state, delivery.event) is Outcome.CHANGE:
+        if apply(state, delivery.event)[0] is Outcome.CHANGE:
             changes += 1
     return Truth(states, changes, len(deliveries))

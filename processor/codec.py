@@ -1,0 +1,37 @@
+"""JSON in and out, exactly: orjson's speed without its two silent approximations.
+
+orjson reads an integer beyond 64 bits as a float (a 25-digit account number loses its last
+digits, silently) and refuses to write one. DynamoDB keeps 38 significant digits, so a value the
+table stores exactly must also survive decoding and the RocksDB state. Both functions here take
+orjson's fast path and fall back to the standard library, with the same strictness, only where
+orjson would be inexact: a run of 20 or more digits in the input (u64 has 20), or an integer
+orjson cannot write.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any
+
+import orjson
+
+_LONG_DIGITS = re.compile(rb"\d{20,}")
+
+
+def loads(data: bytes) -> Any:
+    """Parse JSON; integers keep every digit. Raises `orjson.JSONDecodeError` for invalid input."""
+    value = orjson.loads(data)  # first, so whatever orjson refuses stays refused
+    if _LONG_DIGITS.search(data) is None:
+        return value
+    return json.loads(data)
+
+
+def dumps(value: Any, sort_keys: bool = False) -> bytes:
+    """Serialize to compact UTF-8 JSON; integers of any size are written exactly."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS if sort_keys else 0)
+    except orjson.JSONEncodeError as error:
+        if "64-bit" not in str(error):
+            raise
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False).encode("utf-8")

@@ -1,0 +1,110 @@
+"""What DynamoDB can store, decided before the write (I15): pure checks, no I/O.
+
+A value DynamoDB refuses would fail its conversation's write on every retry and stall the shard
+(a crash loop after a restart at the same checkpoint). So every projected value is put into the
+form DynamoDB stores, or refused with a reason, as it enters the state:
+
+- numbers: DynamoDB keeps 38 significant digits between 1E-130 and 9.99…E+125 and stores 5.0 as
+  5, so an integral float becomes an int (a rehydrated value then compares equal to the local one);
+- nesting: documents are at most 32 levels deep (deeper ones also hit botocore's recursion limit);
+- sizes: an item is at most 400 KB and a partition key at most 2,048 bytes;
+- event times outside a sane window are refused outright (see `check_event_time`).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+MAX_ITEM_BYTES = 400 * 1024
+#: what this processor lets an item reach: room for DynamoDB's own accounting of names and types
+ITEM_BUDGET_BYTES = 380 * 1024
+MAX_PARTITION_KEY_BYTES = 2048
+MAX_DEPTH = 32
+MAX_DIGITS = 38
+#: DynamoDB's number range: magnitudes from 1E-130 up to (but not including) 1E+126
+_MAX_MAGNITUDE = 10 ** 126
+_MIN_MAGNITUDE_EXPONENT = -130
+
+#: event times before this are not from a contact-center platform (2000-01-01T00:00:00Z)
+EARLIEST_EVENT_MS = 946_684_800_000
+#: how far past a record's arrival an event time may be (clock skew, not a typo of the century)
+FUTURE_TOLERANCE_MS = 86_400_000
+
+
+class Unstorable(ValueError):
+    """A value DynamoDB would refuse; `reason` names the rule, never the content (I10)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def storable(value: Any, depth: int = 1) -> Any:
+    """`value` as DynamoDB stores it (integral floats as ints), or `Unstorable`."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return _check_int(value)
+    if isinstance(value, float):
+        return _storable_float(value)
+    if isinstance(value, (dict, list)):
+        if depth > MAX_DEPTH:
+            raise Unstorable(f"nested deeper than DynamoDB's {MAX_DEPTH} levels")
+        if isinstance(value, dict):
+            return {key: storable(item, depth + 1) for key, item in value.items()}
+        return [storable(item, depth + 1) for item in value]
+    raise Unstorable(f"a {type(value).__name__} is not a DynamoDB value")
+
+
+def _check_int(number: int) -> int:
+    if abs(number) >= _MAX_MAGNITUDE:
+        raise Unstorable("number beyond DynamoDB's range (1E+126)")
+    if len(str(abs(number)).rstrip("0")) > MAX_DIGITS:
+        raise Unstorable(f"number with more than {MAX_DIGITS} significant digits")
+    return number
+
+
+def _storable_float(number: float) -> int | float:
+    if not math.isfinite(number):
+        raise Unstorable("number is not finite")
+    if number.is_integer():
+        return _check_int(int(number))
+    if abs(number) < 10.0 ** _MIN_MAGNITUDE_EXPONENT:
+        raise Unstorable("number below DynamoDB's range (1E-130)")
+    return number
+
+
+def check_partition_key(key: str) -> str | None:
+    """Why DynamoDB would refuse `key` as a partition key value, or None."""
+    if len(key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
+        return f"conversation id longer than {MAX_PARTITION_KEY_BYTES} bytes"
+    return None
+
+
+def check_event_time(time_ms: int, arrival_ms: int) -> str | None:
+    """Why an event time cannot be trusted to order events, or None.
+
+    A time before 2000 or more than a day past the record's arrival is a broken clock or a unit
+    error (seconds, microseconds); ordered by it, the event would win or lose every comparison
+    for ever, so it is refused instead of silently deciding the conversation's state.
+    """
+    if time_ms < EARLIEST_EVENT_MS:
+        return "event time before 2000-01-01"
+    if time_ms > arrival_ms + FUTURE_TOLERANCE_MS:
+        return "event time more than a day after the record arrived"
+    return None
+
+
+def oversized_fields(sizes: Mapping[str, int], fixed_bytes: int, budget: int = ITEM_BUDGET_BYTES) -> list[str]:
+    """The fields to drop, largest first (ties by name), so that the item fits `budget`.
+
+    `sizes` maps each droppable field to its stored size; `fixed_bytes` is the rest of the item.
+    """
+    total = fixed_bytes + sum(sizes.values())
+    dropped: list[str] = []
+    for name in sorted(sizes, key=lambda n: (-sizes[n], n)):
+        if total <= budget:
+            break
+        dropped.append(name)
+        total -= sizes[name]
+    return dropped
