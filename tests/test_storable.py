@@ -1,0 +1,117 @@
+"""I15 in pure functions: what DynamoDB can store, exact JSON, and fitting an item into 400 KB."""
+from __future__ import annotations
+
+import json
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from processor import codec
+from processor.adapters.genesys import GenesysAdapter
+from processor.item import Retention, fitted_item, from_item, item_size, number, serialize, to_item
+from processor.limits import (EARLIEST_EVENT_MS, ITEM_BUDGET_BYTES, MAX_DEPTH, Unstorable, check_event_time,
+                              check_partition_key, oversized_fields, storable)
+from processor.model import Register
+from processor.reduce import ConversationState, canonical, same_value
+
+derive = GenesysAdapter().derive
+
+
+@pytest.mark.parametrize("value, reason", [
+    (1e300, "beyond DynamoDB's range"), (-(10 ** 126), "beyond DynamoDB's range"), (1e-131, "below DynamoDB's range"),
+    (float("nan"), "not finite"), (float("inf"), "not finite"), (10 ** 38 + 1, "more than 38 significant digits"),
+    ({"a": [1, {"b": 1e300}]}, "beyond DynamoDB's range"), (b"bytes", "not a DynamoDB value"),
+])
+def test_what_dynamodb_refuses_is_named(value, reason):
+    with pytest.raises(Unstorable, match=reason):
+        storable(value)
+
+
+def test_nesting_is_limited_to_dynamodbs_32_levels():
+    def nested(depth):
+        value = "leaf"
+        for _ in range(depth):
+            value = {"n": value}
+        return value
+    assert storable(nested(MAX_DEPTH)) == nested(MAX_DEPTH)
+    with pytest.raises(Unstorable, match="nested deeper"):
+        storable(nested(MAX_DEPTH + 1))
+    with pytest.raises(Unstorable, match="nested deeper"):
+        storable(nested(200))  # deep enough for botocore's recursion limit: caught before, not by it
+
+
+def test_numbers_take_the_form_dynamodb_stores():
+    """DynamoDB stores 5.0 as 5: a rehydrated value must compare equal to the local one."""
+    assert storable(5.0) == 5 and type(storable(5.0)) is int
+    assert storable({"a": [2.0, 2.5, 10 ** 37]}) == {"a": [2, 2.5, 10 ** 37]}
+    assert storable(1e20) == 10 ** 20
+    for text in ("5", "5.0", "5E+0", "0.50E1"):
+        assert number(text) == 5 and type(number(text)) is int
+    assert number("1E+20") == 10 ** 20 and number("0.1") == 0.1 and number("-1.5E-7") == -1.5e-7
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.text(max_size=5) | st.integers(-(10 ** 30), 10 ** 30)
+                    | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e100, max_value=1e100),
+                    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+                    max_leaves=8))
+def test_a_storable_value_survives_dynamodb_and_rocksdb_unchanged(value):
+    """The round trips a value makes (item attribute, JSON in RocksDB) give back the same value."""
+    try:
+        value = storable(value)
+    except Unstorable:
+        return
+    back = from_item({"conversationId": {"S": "c"}, "x": serialize(value), "_t": {"M": {"x": {"N": "1"}}}})[1]
+    assert same_value(back.registers["x"].value, value) and canonical(back.registers["x"].value) == canonical(value)
+    assert codec.loads(codec.dumps(value)) == value
+
+
+def test_json_keeps_integers_beyond_64_bits():
+    """orjson alone reads 100000000000000000001 as 1e20: a silent wrong value."""
+    data = b'{"account": 100000000000000000001, "small": 7, "f": 2.5}'
+    assert orjson.loads(data)["account"] != 100000000000000000001
+    assert codec.loads(data) == {"account": 100000000000000000001, "small": 7, "f": 2.5}
+    assert codec.dumps({"b": 2 ** 70, "a": 1}, sort_keys=True) == b'{"a":1,"b":1180591620717411303424}'
+    for bad in (b'{"a": NaN, "b": 100000000000000000001}', b"[1e400, 100000000000000000001]", b"{oops"):
+        with pytest.raises(orjson.JSONDecodeError):  # the fallback accepts nothing orjson refuses
+            codec.loads(bad)
+    assert codec.loads(b'["12345678901234567890123"]') == json.loads(b'["12345678901234567890123"]')
+
+
+def test_event_times_outside_a_sane_window_are_refused():
+    arrival = 1_767_225_600_000
+    assert check_event_time(arrival, arrival) is None
+    assert check_event_time(arrival + 86_400_000, arrival) is None  # a day of clock skew is fine
+    assert "more than a day after" in check_event_time(arrival + 86_400_001, arrival)
+    assert "before 2000" in check_event_time(EARLIEST_EVENT_MS - 1, arrival)
+    assert "before 2000" in check_event_time(1_767_225_600, arrival)  # seconds, not milliseconds
+    assert check_partition_key("k" * 2048) is None and "2048 bytes" in check_partition_key("é" * 1025)
+
+
+def test_the_largest_fields_go_first_until_the_item_fits():
+    assert oversized_fields({"a": 100, "b": 300, "c": 300}, 50, budget=400) == ["b", "c"]
+    assert oversized_fields({"a": 100, "b": 300}, 50, budget=449) == ["b"]
+    assert oversized_fields({"a": 100}, 50, budget=400) == []
+
+
+def test_an_item_over_400_kb_keeps_everything_but_its_largest_field():
+    big = "x" * 230_000
+    state = ConversationState({"attributes": Register(2000, {"notes": big}), "wrapupCode": Register(3000, big + "y" * 100),
+                               "queueId": Register(4000, "Q1"), "startTime": Register(-1000, 1000)}, [1])
+    item, dropped = fitted_item("c1", state, 1, derive, None)
+    assert [name for name, _ in dropped] == ["wrapupCode"]
+    assert dropped[0][1] == Register(3000, big + "y" * 100)
+    assert item_size(item) <= ITEM_BUDGET_BYTES
+    assert item["wrapupCode"] == {"NULL": True} and item["_t"]["M"]["wrapupCode"] == {"N": "3000"}  # stamp kept
+    assert state.registers["wrapupCode"] == Register(3000, None)  # local state equals the item
+    assert item["queueId"] == {"S": "Q1"} and item["attributes"]["M"]["notes"]["S"] == big
+
+
+def test_every_item_expires_ended_after_its_end_others_after_their_last_event():
+    retention = Retention(ended_seconds=100, inactive_seconds=1000)
+    ended = ConversationState({"ended": Register(9000, True), "endTime": Register(9000, 9000),
+                               "startTime": Register(-1000, 1000), "wrapupCode": Register(12_000, "X")})
+    assert to_item("c", ended, 1, derive, retention)["_ttl"] == {"N": str(9 + 100)}
+    open_ = ConversationState({"queueId": Register(5000, "Q"), "startTime": Register(-1000, 1000)})
+    assert to_item("c", open_, 1, derive, retention)["_ttl"] == {"N": str(5 + 1000)}  # a lost end event
