@@ -30,7 +30,7 @@ from processor.config import Settings, load_settings
 from processor.daemon import DaemonError
 from processor.deadletter import JsonlDeadLetters
 from processor.emulator import LOCAL_ENVIRONMENT, EmulatorError, LocalEmulator
-from processor.replay import REPORT_KEYS, ReplayResult, export_table, read_lines, replay
+from processor.replay import EPHEMERAL, REPORT_KEYS, ReplayResult, bind_state_dir, export_table, read_lines, replay
 from processor.operate import OperateError
 from processor.retry import GaveUp
 from processor.storm import StormShape, write_storm
@@ -68,7 +68,8 @@ def _parser() -> argparse.ArgumentParser:
     replay_parser.add_argument("--dead-letter", help="dead-letter JSONL (default: beside --export, "
                                                      "else ./dead-letters.jsonl)")
     replay_parser.add_argument("--state-dir", help="keep shard RocksDBs here (default: a temporary directory); "
-                                                   "re-running with it resumes: lines already committed are skipped")
+                                                   "re-running with it resumes: lines already committed are skipped "
+                                                   "(refused for another file, --shards or adapter)")
     replay_parser.add_argument("--dry-run", action="store_true",
                                help="engine and RocksDB only: no DynamoDB reads or writes")
     replay_parser.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -109,7 +110,8 @@ def _parser() -> argparse.ArgumentParser:
             ("status", "per shard: lease owner, checkpoint, parent/children, lag behind the stream tip", run_status),
             ("reprocess", "with the application stopped, move checkpoints back so the next start replays",
              run_reprocess),
-            ("inspect", "one conversation: its DynamoDB item and local state, bookkeeping decoded, PII masked",
+            ("inspect", "one conversation: its DynamoDB item and local state, bookkeeping decoded, every value "
+                        "masked but the adapter's known non-PII fields and [inspect] show",
              run_inspect)):
         operate_parser = commands.add_parser(name, help=helptext, description=helptext)
         operate_parser.add_argument("--properties", default="kcl.properties",
@@ -129,7 +131,7 @@ def _parser() -> argparse.ArgumentParser:
                                         "(default: failoverTimeMillis from the properties)")
         if name == "inspect":
             operate_parser.add_argument("conversation_id")
-            operate_parser.add_argument("--config", help="settings TOML (table, state_dir)")
+            operate_parser.add_argument("--config", help="settings TOML (table, state_dir, adapter, [inspect])")
             operate_parser.add_argument("--state-dir", help="local state to look in (default from settings)")
 
     daemon_parser = commands.add_parser("daemon", help="run the KCL MultiLangDaemon (the container's command)",
@@ -210,12 +212,13 @@ def run_reprocess(args: argparse.Namespace) -> int:
 
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from processor.operate import inspect
+    from processor.operate import inspect, shown_fields
 
     _, _, dynamodb = _deployment(args)
     settings = load_settings(args.config)
+    shown = shown_fields(settings.build_adapter().public_fields, settings.inspect_show, settings.inspect_mask)
     found = inspect(args.conversation_id, dynamodb, settings.table, args.state_dir or settings.state_dir,
-                    settings.retention_seconds)
+                    settings.retention_seconds, shown=shown)
     print(orjson.dumps(found, option=orjson.OPT_INDENT_2, default=str).decode())
     return 0 if "dynamodb" in found or found["local"] else 1
 
@@ -354,11 +357,15 @@ def run_replay(args: argparse.Namespace) -> int:
     if not os.path.exists(args.events):
         raise ValueError(f"events file not found: {args.events}")
     table = args.table or settings.table
+    endpoint = args.dynamodb_endpoint or settings.endpoint
+    if args.state_dir:
+        target = "dry run" if args.dry_run else f"{endpoint} {table}" if endpoint else EPHEMERAL
+        bind_state_dir(args.state_dir, args.events, args.shards, settings.adapter, target)
     dead_letter_path = args.dead_letter or _beside(args.export, "dead-letters.jsonl")
     dead_letters = JsonlDeadLetters(dead_letter_path)
     adapter = settings.build_adapter()
     console = Console(stderr=True)
-    with _dynamodb(args.dynamodb_endpoint or settings.endpoint, args.dry_run) as client:
+    with _dynamodb(endpoint, args.dry_run) as client:
         if client is None:
             sink = NullSink()
         else:
@@ -437,6 +444,7 @@ def _counts_table(title: str, report: dict[str, int]) -> Table:
 def _summary(console: Console, result: ReplayResult, settings: Settings, table: str,
              exported: int | None, args: argparse.Namespace, dead_letters: JsonlDeadLetters) -> None:
     summary = _counts_table(f"processor replay: {args.events}", result.report())
+    summary.add_row("skipped", f"{result.counters.skipped:,}")  # committed by an earlier run (--state-dir)
     summary.add_row("write conflicts merged", f"{result.sink.conflicts:,}")
     summary.add_row("throttled and retried", f"{result.sink.throttles:,}")
     summary.add_row("DynamoDB reads", f"{result.sink.reads:,}")

@@ -111,11 +111,14 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] = os.envir
     for variable, name in overrides.items():
         if environ.get(variable):
             values[name] = environ[variable]
-    if environ.get("PROCESSOR_RETENTION_DAYS"):
-        try:
-            values["retention_days"] = float(environ["PROCESSOR_RETENTION_DAYS"])
-        except ValueError:
-            raise ValueError(f"PROCESSOR_RETENTION_DAYS is not a number: {environ['PROCESSOR_RETENTION_DAYS']!r}") from None
+    days = {"PROCESSOR_RETENTION_DAYS": "retention_days", "PROCESSOR_INACTIVE_RETENTION_DAYS": "inactive_retention_days",
+            "PROCESSOR_DEAD_LETTER_RETENTION_DAYS": "dead_letter_retention_days"}
+    for variable, name in days.items():
+        if environ.get(variable):
+            try:
+                values[name] = float(environ[variable])
+            except ValueError:
+                raise ValueError(f"{variable} is not a number: {environ[variable]!r}") from None
     settings = Settings(**values)
     settings.build_adapter()  # fail at start-up, not on the first record
     return settings

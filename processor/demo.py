@@ -191,9 +191,16 @@ class Stack:
             self.emulator.stop()
 
 
+#: the demo holds locally advanced stamps for seconds, not a minute, so the drain it waits for (every
+#: shard checkpointed at its last record) ends soon after the last put
+DEMO_STAMP_HOLD_SECONDS = 5.0
+
+
 def _local_settings(endpoint: str, settings: Settings, state_dir: Path) -> str:
+    hold = min(settings.stamp_hold_seconds, DEMO_STAMP_HOLD_SECONDS)
     return (f"\n[processor]\nstate_dir = {str(state_dir)!r}\nflush_records = {settings.flush_records}\n"
             f"flush_seconds = {settings.flush_seconds}\nretention_days = {settings.retention_days}\n"
+            f"stamp_hold_seconds = {hold}\n"
             f"[dynamodb]\nendpoint = {endpoint!r}\ntable = {settings.table!r}\n"
             f"dead_letter_table = {settings.dead_letter_table!r}\n")
 

@@ -190,10 +190,17 @@ class ShardEngine:
             self._touched[cid] = local.get(cid) or remote.get(cid) or ConversationState()
 
     def flush_due(self, now: float | None = None) -> bool:
+        """A flush is due after `max_records` records or `max_seconds` with records pending, or
+        when a held conversation must be written (a quiet shard too: KCL calls on empty polls)."""
         if self._pending_records >= self._policy.max_records:
             return True
         elapsed = (time.monotonic() if now is None else now) - self._last_flush
-        return self._pending_records > 0 and elapsed >= self._policy.max_seconds
+        if self._pending_records > 0 and elapsed >= self._policy.max_seconds:
+            return True
+        return bool(self._held) and self._held_until() <= self._clock()
+
+    def _held_until(self) -> float:
+        return min(since for _, since in self._held.values()) + self._policy.max_hold_seconds
 
     def flush(self, final: bool = False) -> str | None:
         """Write changed states, commit locally, and return the sequence number safe to checkpoint
@@ -232,8 +239,8 @@ class ShardEngine:
     def _due_held(self, final: bool) -> set[str]:
         if final:
             return set(self._held)
-        oldest = self._clock() - self._policy.max_hold_seconds
-        return {cid for cid, (_, since) in self._held.items() if since <= oldest}
+        held_before = self._clock() - self._policy.max_hold_seconds
+        return {cid for cid, (_, since) in self._held.items() if since <= held_before}
 
     def _dead_letter_refusals(self, refusals: list[Refusal]) -> None:
         for refusal in refusals:

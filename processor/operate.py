@@ -11,13 +11,11 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import AbstractSet, Any, Iterable, Iterator, Mapping
 
 from processor.item import KEY, STAMPS, TTL, VERSION, KEYS, deserialize
 from processor.store import ShardStore, shard_directory
 
-#: fields whose values identify a caller or a customer; `inspect` shows them masked
-PII_FIELDS = {"attributes", "ani", "dnis", "address", "addressFrom", "addressTo", "phoneNumber", "email"}
 MASK = "•••"
 
 
@@ -158,9 +156,16 @@ def clear_local_state(state_dir: str, shard_ids: Iterable[str]) -> list[str]:
     return cleared
 
 
+def shown_fields(public: Iterable[str], show: Iterable[str], masked: Iterable[str]) -> frozenset[str]:
+    """The projection fields `inspect` prints in clear: the adapter's known non-PII fields and the
+    operator's `[inspect] show`, less `[inspect] mask` (which wins, even over the adapter)."""
+    return frozenset((set(public) | set(show)) - set(masked))
+
+
 def inspect(conversation_id: str, dynamodb: Any, table: str, state_dir: str | None,
-            retention_seconds: int | None = None) -> dict[str, Any]:
-    """The DynamoDB item and any local state of one conversation, bookkeeping decoded, PII masked."""
+            retention_seconds: int | None = None, *, shown: AbstractSet[str] = frozenset()) -> dict[str, Any]:
+    """The DynamoDB item and any local state of one conversation, bookkeeping decoded, every
+    projection value masked unless its field is in `shown` (an unknown field may hold PII: I10)."""
     response = dynamodb.get_item(TableName=table, Key={KEY: {"S": conversation_id}}, ConsistentRead=True)
     found: dict[str, Any] = {"conversationId": conversation_id}
     if "Item" in response:
@@ -169,23 +174,23 @@ def inspect(conversation_id: str, dynamodb: Any, table: str, state_dir: str | No
         found["dynamodb"] = {
             "version": plain.pop(VERSION, None), "ttl": plain.pop(TTL, None),
             "stamps": plain.pop(STAMPS, {}), "recent_event_keys": len(raw_keys) // 8,
-            "projection": mask({k: v for k, v in plain.items() if k != KEY})}
-    found["local"] = _local_state(conversation_id, state_dir, retention_seconds) if state_dir else {}
+            "projection": mask({k: v for k, v in plain.items() if k != KEY}, shown)}
+    found["local"] = _local_state(conversation_id, state_dir, retention_seconds, shown) if state_dir else {}
     return found
 
 
-def mask(values: Mapping[str, Any]) -> dict[str, Any]:
-    """Values of PII fields replaced by a mask; a map keeps its keys (which attributes are set)."""
-    masked = {}
-    for name, value in values.items():
-        if name in PII_FIELDS:
-            masked[name] = {k: MASK for k in value} if isinstance(value, dict) else MASK
-        else:
-            masked[name] = value
-    return masked
+def mask(values: Mapping[str, Any], shown: AbstractSet[str] = frozenset()) -> dict[str, Any]:
+    """Values of fields not in `shown` replaced by a mask; a map keeps its keys (which attributes
+    are set, useful when debugging) and loses its values."""
+    return {name: value if name in shown else _masked(value) for name, value in values.items()}
 
 
-def _local_state(conversation_id: str, state_dir: str, retention_seconds: int | None) -> dict[str, Any]:
+def _masked(value: Any) -> Any:
+    return {key: MASK for key in value} if isinstance(value, dict) else MASK
+
+
+def _local_state(conversation_id: str, state_dir: str, retention_seconds: int | None,
+                 shown: AbstractSet[str]) -> dict[str, Any]:
     """Look the conversation up in every shard store under `state_dir` (one worker's disk), read-only:
     the shard's own process may hold it open."""
     found = {}
@@ -197,7 +202,7 @@ def _local_state(conversation_id: str, state_dir: str, retention_seconds: int | 
             store.close()
         if state is not None:
             found[directory.name] = {"version": state.version, "recent_event_keys": len(state.recent_keys),
-                                     "projection": mask(state.projection())}
+                                     "projection": mask(state.projection(), shown)}
     return found
 
 

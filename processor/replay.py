@@ -13,7 +13,8 @@ import tempfile
 import time
 from functools import lru_cache
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import orjson
 
@@ -27,6 +28,7 @@ from processor.sink import Sink, SinkCounters
 from processor.store import ShardStore, shard_directory
 
 HASH_SPACE = 2 ** 128
+MANIFEST = "replay-manifest.json"
 REPORT_KEYS = ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes", "writes",
                "conversations")
 
@@ -69,6 +71,79 @@ def read_lines(path: str) -> Iterator[bytes]:
                 yield line
 
 
+def file_digest(path: str, chunk_bytes: int = 1 << 20) -> str:
+    """blake2b over the file's bytes, streamed: an events file may not fit in memory."""
+    digest = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as source:
+        while chunk := source.read(chunk_bytes):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def adapter_digest(adapter_settings: Mapping[str, Any]) -> str:
+    """A hash of the `[adapter]` table, key order aside; no table means the Genesys adapter."""
+    canonical = orjson.dumps({"kind": "genesys", **adapter_settings}, option=orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(canonical, digest_size=16).hexdigest()
+
+
+#: the target of a replay whose table lives only as long as the run (the local emulator)
+EPHEMERAL = "a local emulator started for the run"
+
+
+def bind_state_dir(state_dir: str, events_path: str, shards: int, adapter_settings: Mapping[str, Any],
+                   target: str) -> None:
+    """Tie a `--state-dir` to the input and table it holds state for, or refuse a different one.
+
+    A shard's store skips records at or below its committed sequence, and replay numbers records
+    1..N per simulated shard: state from another file, shard count or adapter, or kept for another
+    table (a dry run's, an emulator's that is gone) would silently skip most of this run's records.
+    First use writes the manifest; reuse must match it. `target`: "endpoint table", "dry run" or
+    `EPHEMERAL`."""
+    if shards < 1:
+        raise ValueError("--shards must be at least 1")
+    wanted = {"events_blake2b": file_digest(events_path), "shards": shards,
+              "adapter_blake2b": adapter_digest(adapter_settings), "target": target}
+    manifest = Path(state_dir) / MANIFEST
+    if manifest.exists():
+        _refuse_if_different(state_dir, _read_manifest(manifest), wanted)
+        return
+    if any(Path(state_dir).glob("shardId-*")):
+        raise ValueError(f"--state-dir {state_dir} holds shard state but no {MANIFEST}, so which input it "
+                         "belongs to is unknown; use a fresh --state-dir")
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    partial = manifest.with_suffix(".tmp")
+    partial.write_bytes(orjson.dumps(wanted, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS) + b"\n")
+    os.replace(partial, manifest)
+
+
+def _read_manifest(manifest: Path) -> dict[str, Any]:
+    try:
+        recorded = orjson.loads(manifest.read_bytes())
+    except orjson.JSONDecodeError:
+        recorded = None
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{manifest} is not a replay manifest; use a fresh --state-dir")
+    return recorded
+
+
+def _refuse_if_different(state_dir: str, recorded: Mapping[str, Any], wanted: Mapping[str, Any]) -> None:
+    differences = []
+    if recorded.get("events_blake2b") != wanted["events_blake2b"]:
+        differences.append("another events file (its content differs)")
+    if recorded.get("shards") != wanted["shards"]:
+        differences.append(f"--shards {recorded.get('shards')} (now {wanted['shards']})")
+    if recorded.get("adapter_blake2b") != wanted["adapter_blake2b"]:
+        differences.append("other [adapter] settings")
+    if recorded.get("target") == EPHEMERAL:
+        differences.append(f"{EPHEMERAL}, whose table is gone")
+    elif recorded.get("target") != wanted["target"]:
+        differences.append(f"another table ({recorded.get('target')}, now {wanted['target']})")
+    if differences:
+        raise ValueError(f"--state-dir {state_dir} holds the state of a replay with {' and '.join(differences)}: "
+                         "reusing it would skip records as already applied; use a fresh --state-dir "
+                         "(same file, --shards and adapter resume)")
+
+
 def route(adapter: Adapter, data: bytes) -> tuple[str, dict[str, Any] | None]:
     """The partition key an EventBridge rule would give this event ("" when it has none), and the
     decoded envelope, handed on so the engine does not decode it twice."""
@@ -89,7 +164,9 @@ def replay(lines: Iterable[bytes], adapter: Adapter, sink: Sink, dead_letters: D
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="replay-state-") as scratch:
         root = state_root or scratch
-        policy = FlushPolicy(max_records=flush_records, max_seconds=float("inf"))
+        # No time-based flush and no hold expiry: a replay is deterministic, and its final flush
+        # writes every held stamp.
+        policy = FlushPolicy(max_records=flush_records, max_seconds=float("inf"), max_hold_seconds=float("inf"))
         engines = [ShardEngine(shard_name(i), adapter,
                                ShardStore(shard_directory(root, shard_name(i)), retention_seconds),
                                sink, dead_letters, policy) for i in range(shards)]

@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from processor.config import load_settings
+from processor.config import Settings, load_settings
 from processor.daemon import ENVIRONMENT_OVERRIDES, read_properties
 from processor.item import KEY, TTL
 from processor.jsonpath import compile_path
@@ -21,6 +21,12 @@ from tests.conftest import sample, wrap_websocket_frame
 
 ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = ROOT / "deploy" / "template.yaml"
+#: the task's retention variables, the template parameter each comes from, and the setting it sets
+RETENTION_VARIABLES = {
+    "PROCESSOR_RETENTION_DAYS": ("ConversationRetentionDays", "retention_days"),
+    "PROCESSOR_INACTIVE_RETENTION_DAYS": ("InactiveConversationRetentionDays", "inactive_retention_days"),
+    "PROCESSOR_DEAD_LETTER_RETENTION_DAYS": ("DeadLetterRetentionDays", "dead_letter_retention_days"),
+}
 
 
 class _CloudFormationLoader(yaml.SafeLoader):
@@ -50,11 +56,36 @@ def test_the_task_stops_slower_than_the_daemon_shuts_down_and_gets_the_settings_
     assert container["StopTimeout"] * 1000 > grace_ms  # children flush and checkpoint before SIGKILL
     environment = {entry["Name"]: "x" for entry in container["Environment"]}
     assert set(ENVIRONMENT_OVERRIDES) <= set(environment)
-    environment["PROCESSOR_RETENTION_DAYS"] = "7"
+    environment.update({name: "7" for name in RETENTION_VARIABLES})  # numbers, not "x"
     settings = load_settings(environ={**environment, "PROCESSOR_TABLE": "t", "PROCESSOR_DEAD_LETTER_TABLE": "d"})
     assert (settings.table, settings.dead_letter_table, settings.retention_days) == ("t", "d", 7.0)
     table = resources["ConversationTable"]["Properties"]
     assert table["KeySchema"][0]["AttributeName"] == KEY and table["TimeToLiveSpecification"]["AttributeName"] == TTL
+
+
+def container_environment() -> dict[str, Any]:
+    container = template()["Resources"]["TaskDefinition"]["Properties"]["ContainerDefinitions"][0]
+    return {entry["Name"]: entry["Value"] for entry in container["Environment"]}
+
+
+def test_every_retention_is_a_parameter_passed_to_the_task_and_dead_letters_expire():
+    """Dead letters hold raw payloads (PII): their table expires them on `_ttl` like the conversations."""
+    parsed = template()
+    dead_letters = parsed["Resources"]["DeadLetterTable"]["Properties"]
+    assert dead_letters["TimeToLiveSpecification"] == {"AttributeName": TTL, "Enabled": True}
+    environment, defaults = container_environment(), Settings()
+    for variable, (parameter, setting) in RETENTION_VARIABLES.items():
+        assert environment[variable] == parameter  # !Ref, read as the plain name
+        assert parsed["Parameters"][parameter]["Default"] == getattr(defaults, setting)
+
+
+def test_the_task_retention_variables_are_read_by_the_settings():
+    # NEEDS processor/config.py: load_settings must read PROCESSOR_INACTIVE_RETENTION_DAYS and
+    # PROCESSOR_DEAD_LETTER_RETENTION_DAYS (fails until it does; today the task's values are ignored)
+    environ = {variable: str(n) for n, variable in enumerate(RETENTION_VARIABLES, 3)}
+    settings = load_settings(environ=environ)
+    assert {variable: getattr(settings, setting) for variable, (_, setting) in RETENTION_VARIABLES.items()} == {
+        variable: float(value) for variable, value in environ.items()}
 
 
 def test_eventbridge_partition_keys_are_the_conversation_ids_the_adapter_reads():

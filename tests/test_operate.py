@@ -13,9 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from processor.adapters.genesys import GenesysAdapter
 from processor.config import Settings
 from processor.demo import Producer, Stack, batches, wait_until_drained
 from processor.metrics import NAMESPACE, FlushMetrics
+from processor.operate import MASK
 from processor.replay import read_lines, scan_items
 from processor.storm import StormShape, write_storm
 
@@ -62,7 +64,11 @@ def test_status_reprocess_and_inspect_against_the_running_and_stopped_applicatio
         inspected = processor("inspect", some_id, *common, "--state-dir", str(stack.state_dir))
         found = json.loads(inspected.stdout)
         assert inspected.returncode == 0 and found["dynamodb"]["version"] >= 1
-        assert found["local"] and all(v == "•••" for v in found["dynamodb"]["projection"].get("attributes", {}).values())
+        projection = found["dynamodb"]["projection"]
+        assert found["local"] and projection["mediaType"] in {"VOICE", "CHAT", "MESSAGE"}  # known non-PII: clear
+        hidden = {name: value for name, value in projection.items() if name not in GenesysAdapter.public_fields}
+        assert all(set(value.values()) <= {MASK} if isinstance(value, dict) else value == MASK
+                   for value in hidden.values())  # attributes, participants: values masked, keys kept
         assert processor("inspect", "no-such-conversation", *common).returncode == 1
 
         worker.stop()

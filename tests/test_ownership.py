@@ -212,8 +212,10 @@ def test_a_held_stamp_is_written_once_the_hold_expires_and_the_checkpoint_moves_
     engine.process(stream[1:])  # the same value, newer: no write due, a stamp only known here
     assert engine.flush() == "1" and engine.held == 1
     fleet.clock.now += 4
+    assert not engine.flush_due()
     assert engine.flush() == "1"  # within the hold: no write yet
     fleet.clock.now += 2
+    assert engine.flush_due()  # with no record pending: a quiet shard still writes what it holds
     assert engine.flush() == "2" and engine.held == 0  # written: nothing only local any more
     assert engine.counters.held_writes == 1
     engine.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import uuid
@@ -143,3 +144,49 @@ def test_routing_matches_the_kinesis_hash_ranges(emulator):
         key = str(uuid.UUID(int=random.Random(n).getrandbits(128)))
         landed = kinesis.put_record(StreamName=stream, Data=b"x", PartitionKey=key)["ShardId"]
         assert landed == shard_name(shard_index(key, 5))
+
+
+def test_a_state_dir_resumes_its_own_input_and_refuses_another(events, emulator, tmp_path):
+    """Records at or below a shard's committed sequence are skipped, and replay numbers records 1..N
+    per simulated shard: state kept for one input would silently skip most of another's."""
+    state, table = tmp_path / "state", f"t-{uuid.uuid4().hex[:8]}"
+    common = ("--dynamodb-endpoint", emulator.endpoint, "--table", table, "--state-dir", str(state))
+    replay(str(events), "--shards", "2", *common)
+
+    other = tmp_path / "other.jsonl"
+    write_storm(str(other), StormShape(conversations=20, seed=6))
+    config = tmp_path / "generic.toml"
+    config.write_text('[adapter]\nkind = "generic"\nconversation_id = "$.detail.eventBody.conversationId"\n'
+                      'event_time = "$.detail.eventBody.eventTime"\n[adapter.state]\nq = "$.detail.eventBody.queueId"\n')
+    elsewhere = ("--dynamodb-endpoint", emulator.endpoint, "--table", "another", "--state-dir", str(state))
+    dry = ("--dry-run", "--state-dir", str(state))
+    for args, differs in (([str(other), "--shards", "2", *common], "another events file"),
+                          ([str(events), "--shards", "3", *common], "--shards 2 (now 3)"),
+                          ([str(events), "--shards", "2", "--config", str(config), *common], "other [adapter] settings"),
+                          ([str(events), "--shards", "2", *elsewhere], "another table"),
+                          ([str(events), "--shards", "2", *dry], "another table")):
+        refused = replay(*args, check=False)
+        assert refused.returncode == 2 and "Traceback" not in refused.stderr
+        assert differs in refused.stderr and "fresh --state-dir" in refused.stderr
+
+    assert (state / "replay-manifest.json").is_file()
+    report = tmp_path / "again.json"
+    resumed = replay(str(events), "--shards", "2", *common, "--report", str(report))
+    counts = json.loads(report.read_text())
+    assert list(counts) == list(REPORT_KEYS) and counts["events"] == 0 and counts["writes"] == 0
+    skipped = len(events.read_text().splitlines())
+    assert re.search(rf"\bskipped\W+{skipped:,}\b", resumed.stdout), resumed.stdout  # the summary row
+
+
+def test_a_state_dir_kept_for_a_run_on_its_own_emulator_cannot_be_resumed(events, tmp_path):
+    """Without --dynamodb-endpoint the table lives as long as the run: resuming would skip into nothing."""
+    state = tmp_path / "state"
+    replay(str(events), "--state-dir", str(state))
+    refused = replay(str(events), "--state-dir", str(state), check=False)
+    assert refused.returncode == 2 and "whose table is gone" in refused.stderr
+
+
+def test_a_state_dir_with_shard_state_but_no_manifest_is_refused(events, tmp_path):
+    (tmp_path / "state" / "shardId-000000000000").mkdir(parents=True)
+    refused = replay(str(events), "--dry-run", "--state-dir", str(tmp_path / "state"), check=False)
+    assert refused.returncode == 2 and "no replay-manifest.json" in refused.stderr

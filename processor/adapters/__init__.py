@@ -14,6 +14,10 @@ from processor.model import ConversationEvent, Rejected
 
 
 class Adapter(Protocol):
+    #: projection fields known to carry no PII: `processor inspect` shows only these in clear
+    #: (plus `[inspect] show`); every other value is masked, so an unknown field is safe by default
+    public_fields: frozenset[str]
+
     def normalize(self, envelope: dict[str, Any]) -> ConversationEvent:
         """The event this envelope carries; raises `Rejected` when it carries none."""
 

@@ -27,6 +27,9 @@ _DELIVERY_FIELDS = ("id", "time")
 
 
 class GenericAdapter:
+    #: none: the configured fields are the operator's to vouch for (`[inspect] show`)
+    public_fields: frozenset[str] = frozenset()
+
     def __init__(self, conversation_id: str, event_time: str, state: Mapping[str, str], event_id: str | None = None):
         self.conversation_id_path = conversation_id
         self.event_time_path = event_time

@@ -64,6 +64,11 @@ def _topic_kind(topic: Any) -> tuple[str, str] | None:
 
 
 class GenesysAdapter:
+    #: ids, codes, flags and times: no caller data (unlike `attributes` and `participants`)
+    public_fields: frozenset[str] = frozenset({
+        "mediaType", "direction", "queueId", "agentUserId", "acdOutcome", "wrapupCode", "ended", "startTime",
+        "endTime", "durationMs"})
+
     def normalize(self, envelope: dict[str, Any]) -> ConversationEvent:
         detail = envelope.get("detail")
         if not isinstance(detail, dict):
