@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import contextlib
 import dataclasses
 import logging
@@ -219,7 +220,7 @@ def run_inspect(args: argparse.Namespace) -> int:
     shown = shown_fields(settings.build_adapter().public_fields, settings.inspect_show, settings.inspect_mask)
     found = inspect(args.conversation_id, dynamodb, settings.table, args.state_dir or settings.state_dir,
                     settings.retention_seconds, shown=shown)
-    print(orjson.dumps(found, option=orjson.OPT_INDENT_2, default=str).decode())
+    print(json.dumps(found, indent=2, default=str, ensure_ascii=False))  # exact integers of any size
     return 0 if "dynamodb" in found or found["local"] else 1
 
 

@@ -4,8 +4,8 @@ orjson reads an integer beyond 64 bits as a float (a 25-digit account number los
 digits, silently) and refuses to write one. DynamoDB keeps 38 significant digits, so a value the
 table stores exactly must also survive decoding and the RocksDB state. Both functions here take
 orjson's fast path and fall back to the standard library, with the same strictness, only where
-orjson would be inexact: a run of 20 or more digits in the input (u64 has 20), or an integer
-orjson cannot write.
+orjson could be inexact: a run of 19 or more digits in the input (orjson is exact from -2**63, 19
+digits, to 2**64 - 1), or an integer orjson cannot write.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(rb"\d{20,}")
+_LONG_DIGITS = re.compile(rb"\d{19,}")
 
 
 def loads(data: bytes) -> Any:

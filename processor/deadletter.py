@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import os
+import threading
 import time
 from typing import Any, Protocol
 
@@ -38,6 +39,9 @@ class DeadLetters(Protocol):
 
     def flush(self) -> None:
         """Make every added letter durable."""
+
+    def write_now(self, letters: list[DeadLetter]) -> None:
+        """Make these letters durable at once (thread-safe), apart from the buffer."""
 
 
 #: the longest conversation id an entry repeats (a longer one is why its record was refused)
@@ -67,6 +71,7 @@ class BufferedDeadLetters:
 
     def __init__(self) -> None:
         self._pending: list[DeadLetter] = []
+        self._lock = threading.Lock()
         self.count = 0
 
     def add(self, letter: DeadLetter) -> None:
@@ -74,9 +79,13 @@ class BufferedDeadLetters:
 
     def flush(self) -> None:
         if self._pending:
-            self._write(self._pending)
-            self.count += len(self._pending)
+            self.write_now(self._pending)
             self._pending = []
+
+    def write_now(self, letters: list[DeadLetter]) -> None:
+        with self._lock:
+            self._write(letters)
+            self.count += len(letters)
 
     def _write(self, letters: list[DeadLetter]) -> None:
         raise NotImplementedError
@@ -90,6 +99,7 @@ class JsonlDeadLetters(BufferedDeadLetters):
     def _write(self, letters: list[DeadLetter]) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         descriptor = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        os.fchmod(descriptor, 0o600)  # an existing file too: what is appended is raw payloads
         with open(descriptor, "ab") as out:
             for letter in letters:
                 entry = describe(letter)

@@ -5,6 +5,7 @@ from typing import Any
 
 import orjson
 
+from processor import codec
 from processor.model import Rejected
 
 #: Kinesis caps a record at 1 MiB; anything larger did not come from the EventBridge target.
@@ -16,7 +17,7 @@ def decode(data: bytes) -> dict[str, Any]:
     if len(data) > MAX_RECORD_BYTES:
         raise Rejected(f"oversized: {len(data)} bytes > {MAX_RECORD_BYTES}")
     try:
-        envelope = orjson.loads(data)
+        envelope = codec.loads(data)
     except orjson.JSONDecodeError as error:
         raise Rejected(_why_not_json(data, error)) from None
     if not isinstance(envelope, dict):

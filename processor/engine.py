@@ -20,6 +20,7 @@ change, `max_hold_seconds` later at most, or a graceful hand-off: `flush(final=T
 """
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Sequence
@@ -80,12 +81,13 @@ class ShardEngine:
         self._dead_letters = dead_letters
         self._policy = policy
         self._clock = clock
+        self._refusals_lock = threading.Lock()
         self._committed = _as_int(store.last_sequence)
-        self._held: Held = store.held
+        self._previous: str | None = checkpoint if checkpoint is not None and checkpoint.isdigit() else None
+        self._held: Held = _still_held(store.held, self._previous)
         self._touched: dict[str, ConversationState] = {}
         self._changed: set[str] = set()
         self._last_sequence: str | None = None
-        self._previous: str | None = checkpoint if checkpoint is not None and checkpoint.isdigit() else None
         self._pending_records = 0
         self._last_flush = time.monotonic()
 
@@ -210,8 +212,7 @@ class ShardEngine:
         self._load(due)
         writes = self._changed | due
         if writes:
-            refusals = self._sink.write({cid: self._touched[cid] for cid in writes})
-            self._dead_letter_refusals(refusals)
+            self._sink.write({cid: self._touched[cid] for cid in writes}, self._dead_letter_now)
             self.counters.held_writes += len(due - self._changed)
             for cid in writes:
                 self._held.pop(cid, None)
@@ -230,11 +231,13 @@ class ShardEngine:
     @property
     def checkpoint_sequence(self) -> str | None:
         """The last sequence number a new owner may resume after: the committed one, or the record
-        before the first one whose stamp is held only here (None: no record may be skipped yet)."""
-        if not self._held:
-            return self.committed_sequence
-        safe = [before for before, _ in self._held.values()]
-        return None if None in safe else min(safe, key=int)
+        before the first one whose stamp is held only here (None: no record may be skipped yet);
+        never past the last record KCL delivered (local state can be ahead after a crash between
+        the commit and the checkpoint, and KCL refuses a checkpoint it has not delivered)."""
+        safe = [before for before, _ in self._held.values()] or [self.committed_sequence]
+        if None in safe or self._previous is None:
+            return None
+        return min(*safe, self._previous, key=int)
 
     def _due_held(self, final: bool) -> set[str]:
         if final:
@@ -242,12 +245,14 @@ class ShardEngine:
         held_before = self._clock() - self._policy.max_hold_seconds
         return {cid for cid, (_, since) in self._held.items() if since <= held_before}
 
-    def _dead_letter_refusals(self, refusals: list[Refusal]) -> None:
-        for refusal in refusals:
-            self.counters.refused_fields += 1
-            self._dead_letters.add(DeadLetter(
-                f"field {refusal.field}: {refusal.reason}", codec.dumps(refusal.dropped.value), self.shard_id,
-                conversation_id=refusal.conversation_id, field=refusal.field, stamp=refusal.dropped.stamp))
+    def _dead_letter_now(self, refusals: list[Refusal]) -> None:
+        """Values the sink is about to leave out of an item, made durable first (I15)."""
+        letters = [DeadLetter(f"field {r.field}: {r.reason}", codec.dumps(r.dropped.value), self.shard_id,
+                              conversation_id=r.conversation_id, field=r.field, stamp=r.dropped.stamp)
+                   for r in refusals]
+        with self._refusals_lock:
+            self.counters.refused_fields += len(letters)
+            self._dead_letters.write_now(letters)
 
     def discard(self) -> None:
         """Drop everything not yet flushed (lease lost: another worker owns the shard now)."""
@@ -262,3 +267,13 @@ class ShardEngine:
 
 def _as_int(sequence: str | None) -> int | None:
     return None if sequence is None else int(sequence)
+
+
+def _still_held(held: Held, checkpoint: str | None) -> Held:
+    """The held conversations a shard resumed after `checkpoint` must still write. A worker moved
+    the checkpoint past the first record of the others, which it does only once their stamps are
+    written (a lease that came back to this disk): checkpointing before them would go backwards."""
+    if checkpoint is None:
+        return dict(held)
+    return {cid: (before, since) for cid, (before, since) in held.items()
+            if before is not None and int(before) >= int(checkpoint)}

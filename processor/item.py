@@ -37,7 +37,7 @@ class Retention:
         ended, end = values.get("ended"), values.get("endTime")
         if ended is not None and ended.value is True and end is not None and isinstance(end.value, int):
             return end.value // 1000 + self.ended_seconds
-        last = max((reg.stamp for reg in values.values() if reg.stamp > 0), default=None)
+        last = max((abs(reg.stamp) for reg in values.values()), default=None)  # a min register's is negated
         return None if last is None else last // 1000 + self.inactive_seconds
 
 

@@ -36,6 +36,8 @@ log = logging.getLogger("processor.kcl")
 F = TypeVar("F", bound=Callable[..., Any])
 
 CHECKPOINT_ATTEMPTS = 5
+#: a previous child of this worker for the same shard may still be closing its RocksDB
+STORE_LOCK_WAIT_SECONDS = 30.0
 
 
 def fatal_on_error(hook: F) -> F:
@@ -74,7 +76,8 @@ class ShardProcessor(processor.RecordProcessorBase):
         client = dynamodb_client(settings.endpoint)
         adapter = settings.build_adapter()
         checkpoint = initialize_input.sequence_number
-        self._store = ShardStore(shard_directory(settings.state_dir, self.shard_id), settings.retention_seconds)
+        self._store = ShardStore(shard_directory(settings.state_dir, self.shard_id), settings.retention_seconds,
+                                 lock_wait_seconds=STORE_LOCK_WAIT_SECONDS)
         local = self._store.last_sequence
         if not self._store.is_current_for(checkpoint):
             # Another worker took the shard past what this disk knows (the lease came back), or

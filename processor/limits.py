@@ -13,6 +13,7 @@ form DynamoDB stores, or refused with a reason, as it enters the state:
 from __future__ import annotations
 
 import math
+from decimal import Decimal
 from typing import Any, Mapping
 
 MAX_ITEM_BYTES = 400 * 1024
@@ -67,8 +68,8 @@ def _check_int(number: int) -> int:
 def _storable_float(number: float) -> int | float:
     if not math.isfinite(number):
         raise Unstorable("number is not finite")
-    if number.is_integer():
-        return _check_int(int(number))
+    if number.is_integer():  # as the decimal it is written as (1e23 is 10**23, not the double's digits)
+        return _check_int(int(Decimal(repr(number))))
     if abs(number) < 10.0 ** _MIN_MAGNITUDE_EXPONENT:
         raise Unstorable("number below DynamoDB's range (1E-130)")
     return number

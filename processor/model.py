@@ -1,8 +1,13 @@
 """The values that travel along the data path: records in, events in the middle, dead letters out."""
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping, NamedTuple
+
+
+#: longer sources of a dead letter's id are digested (a DynamoDB key holds 2,048 bytes)
+MAX_ID_SOURCE_CHARS = 256
 
 
 class Record(NamedTuple):
@@ -67,8 +72,12 @@ class DeadLetter:
 
     @property
     def id(self) -> str:
-        """Unique per record or per dropped value, so writing it again overwrites its twin."""
-        parts = [self.shard_id, self.sequence_number or self.conversation_id, self.field]
+        """Unique per record or per dropped value, so writing it again overwrites its twin; short
+        enough for a DynamoDB key (a long conversation id is replaced by its digest)."""
+        source = self.sequence_number or self.conversation_id
+        if len(source) > MAX_ID_SOURCE_CHARS:
+            source = "blake2b:" + hashlib.blake2b(source.encode("utf-8"), digest_size=16).hexdigest()
+        parts = [self.shard_id, source, self.field]
         if self.stamp is not None:
             parts.append(str(self.stamp))
         return "#".join(part for part in parts if part)

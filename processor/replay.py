@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import orjson
 
+from processor import codec
 from processor.adapters import Adapter
 from processor.deadletter import DeadLetters
 from processor.engine import Counters, FlushPolicy, ShardEngine
@@ -215,5 +216,5 @@ def export_table(client: Any, table: str, path: str) -> int:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "wb") as out:
         for item in items:
-            out.write(orjson.dumps(item, option=orjson.OPT_SORT_KEYS) + b"\n")
+            out.write(codec.dumps(item, sort_keys=True) + b"\n")
     return len(items)

@@ -12,7 +12,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Protocol
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 import boto3
 from botocore.config import Config
@@ -32,16 +32,21 @@ class RefusedItem(RuntimeError):
     """DynamoDB refuses a conversation's item for a reason no field explains: a table problem."""
 
 
+#: makes refused values durable; called from writer threads, before the item without them is written
+OnRefused = Callable[[list[Refusal]], None]
+
+
 class Sink(Protocol):
     counters: SinkCounters
 
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         """Stored states of these conversations (absent ones are left out)."""
 
-    def write(self, states: Mapping[str, ConversationState]) -> list[Refusal]:
+    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None) -> list[Refusal]:
         """Make the store hold (at least) these states; bumps each state's version as written.
 
-        Fields DynamoDB cannot store are tombstoned in the state and returned (I15)."""
+        Fields DynamoDB cannot store are tombstoned in the state, handed to `on_refused` before
+        the item without them is written, and returned (I15)."""
 
 
 @dataclass
@@ -67,7 +72,7 @@ class NullSink:
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         return {}
 
-    def write(self, states: Mapping[str, ConversationState]) -> list[Refusal]:
+    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None) -> list[Refusal]:
         for state in states.values():
             state.version += 1
         return []
@@ -118,27 +123,24 @@ class DynamoSink:
                     found[conversation_id] = state
         return found
 
-    def write(self, states: Mapping[str, ConversationState]) -> list[Refusal]:
-        futures = [self._pool.submit(self._write_one, cid, state) for cid, state in states.items()]
+    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None) -> list[Refusal]:
+        futures = [self._pool.submit(self._write_one, cid, state, on_refused) for cid, state in states.items()]
         return [refusal for future in futures for refusal in future.result()]
 
-    def _write_one(self, conversation_id: str, state: ConversationState) -> list[Refusal]:
+    def _write_one(self, conversation_id: str, state: ConversationState,
+                   on_refused: OnRefused | None) -> list[Refusal]:
         """Write until the store holds `state` (merging what others wrote meanwhile, I5)."""
         refusals: list[Refusal] = []
         for conflict in range(MAX_CONFLICT_ROUNDS):
             item, dropped = fitted_item(conversation_id, state, state.version + 1, self._derive, self._retention)
-            refusals += [Refusal(conversation_id, name, register, "item over DynamoDB's 400 KB limit")
-                         for name, register in dropped]
+            refusals += self._refuse([Refusal(conversation_id, name, register, "item over DynamoDB's 400 KB limit")
+                                      for name, register in dropped], on_refused)
             try:
                 self._put(item, state.version)
             except ClientError as error:
                 code = error.response["Error"]["Code"]
                 if code == "ValidationException":
-                    refusal, written = self._drop_refused_field(conversation_id, state, code)
-                    refusals.append(refusal)
-                    if written:
-                        state.version += 1
-                        break
+                    refusals += self._refuse(self._refused_fields(conversation_id, state, code), on_refused)
                     continue
                 if code != "ConditionalCheckFailedException":
                     raise
@@ -153,7 +155,15 @@ class DynamoSink:
             break
         else:
             raise GaveUp(f"a conversation's write still conflicted after {MAX_CONFLICT_ROUNDS} merges")
-        self.counters.add("refused", len(refusals))
+        return refusals
+
+    def _refuse(self, refusals: list[Refusal], on_refused: OnRefused | None) -> list[Refusal]:
+        """Hand refused values over (to the dead letters, durably) before an item without them is
+        written: once it is, a replay finds it stored and would never see them again."""
+        if refusals:
+            self.counters.add("refused", len(refusals))
+            if on_refused is not None:
+                on_refused(refusals)
         return refusals
 
     def _put(self, item: dict[str, Any], expected_version: int) -> None:
@@ -163,36 +173,51 @@ class DynamoSink:
                    ExpressionAttributeValues={":expected": {"N": str(expected_version)}},
                    ReturnValuesOnConditionCheckFailure="ALL_OLD")
 
+    def _acceptable(self, item: dict[str, Any]) -> bool:
+        """Whether DynamoDB accepts `item`, without writing it: a put whose condition never holds
+        is validated first (ValidationException) and then refused on its condition."""
+        try:
+            self._call(self._client.put_item, counter="writes", TableName=self._table, Item=item,
+                       ConditionExpression="#v = :never", ExpressionAttributeNames={"#v": VERSION},
+                       ExpressionAttributeValues={":never": {"N": "-1"}})
+        except ClientError as error:
+            code = error.response["Error"]["Code"]
+            if code == "ConditionalCheckFailedException":
+                return True
+            if code == "ValidationException":
+                return False
+            raise
+        raise RefusedItem("a put conditional on version -1 was written: the table is not this processor's")
+
     def _get(self, conversation_id: str) -> Mapping[str, Any] | None:
         """The stored item, strongly consistent: for a failed condition that did not return it."""
         response = self._call(self._client.get_item, counter="reads", TableName=self._table,
                               Key={KEY: {"S": conversation_id}}, ConsistentRead=True)
         return response.get("Item")
 
-    def _drop_refused_field(self, conversation_id: str, state: ConversationState,
-                            code: str) -> tuple[Refusal, bool]:
+    def _refused_fields(self, conversation_id: str, state: ConversationState, code: str) -> list[Refusal]:
         """DynamoDB refused an item the checks before the write let through (a rule they do not
-        know): find the field it refuses by leaving out one at a time, largest first. Returns the
-        refusal and whether the item without it was written."""
-        candidates = sorted((name for name, reg in state.registers.items() if reg.value is not None),
-                            key=lambda name: (-len(canonical(state.registers[name].value)), name))
-        for name in candidates:
-            trial = ConversationState(dict(state.registers), state.recent_keys, state.version)
+        know): find every field it refuses, tombstone them in `state`, and return them.
+
+        Probes, which write nothing: the item with no projected value must pass (else the table
+        itself refuses our items: a loud error, not silent loss); then each value is put back,
+        largest first, and kept only if the item still passes."""
+        values = sorted((name for name, reg in state.registers.items() if reg.value is not None),
+                        key=lambda name: (-len(canonical(state.registers[name].value)), name))
+        trial = ConversationState(dict(state.registers), state.recent_keys, state.version)
+        for name in values:
             tombstone(trial, name)
-            written = True
-            try:
-                self._put(to_item(conversation_id, trial, state.version + 1, self._derive, self._retention),
-                          state.version)
-            except ClientError as error:
-                if error.response["Error"]["Code"] == "ValidationException":
-                    continue
-                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
-                    raise
-                written = False  # another writer got there first: the caller's next round merges it
-            refusal = Refusal(conversation_id, name, tombstone(state, name), f"DynamoDB refused the item ({code})")
-            return refusal, written
-        raise RefusedItem(f"DynamoDB refuses the item of a conversation whatever field is left out ({code}): "
-                          "check the table's key schema")
+        if not self._acceptable(to_item(conversation_id, trial, state.version + 1, self._derive, self._retention)):
+            raise RefusedItem(f"DynamoDB refuses a conversation's item with no projected value ({code}): "
+                              "check the table's key schema and the [adapter.state] names")
+        refused = []
+        for name in values:
+            trial.registers[name] = state.registers[name]
+            if not self._acceptable(to_item(conversation_id, trial, state.version + 1, self._derive, self._retention)):
+                tombstone(trial, name)
+                refused.append(Refusal(conversation_id, name, tombstone(state, name),
+                                       f"DynamoDB refused the item ({code})"))
+        return refused
 
     def _adopt_stored(self, state: ConversationState, stored_item: Mapping[str, Any] | None) -> bool:
         """Join the stored item into `state`; True when ours still adds to it (write again)."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from typing import Iterable, Mapping
 
 from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
@@ -51,14 +52,27 @@ def shard_directory(root: str, shard_id: str) -> str:
 class ShardStore:
     """A shard's RocksDB. Not thread-safe: one shard process, one writer."""
 
-    def __init__(self, path: str, retention_seconds: int | None = None, read_only: bool = False):
-        """`read_only`: look, while the shard's own process may be writing (`processor inspect`)."""
+    def __init__(self, path: str, retention_seconds: int | None = None, read_only: bool = False,
+                 lock_wait_seconds: float = 0.0):
+        """`read_only`: look, while the shard's own process may be writing (`processor inspect`).
+        `lock_wait_seconds`: how long to wait for another process to let go of the database (a
+        child of the same worker still shutting down when the lease comes back to the worker)."""
         self.path = path
         self._retention = retention_seconds
         self._read_only = read_only
-        self._db = self._open()
+        self._db = self._open_when_free(lock_wait_seconds)
         # A TTL database stores a 4-byte timestamp after each value; only a plain open sees it.
         self._suffix = TTL_SUFFIX_BYTES if read_only and retention_seconds else 0
+
+    def _open_when_free(self, wait_seconds: float) -> Rdict:
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            try:
+                return self._open()
+            except Exception as error:  # rocksdict raises a bare Exception for I/O errors
+                if "LOCK" not in str(error) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.5)
 
     def _open(self) -> Rdict:
         path, read_only, retention_seconds = self.path, self._read_only, self._retention

@@ -1,4 +1,6 @@
 """Normalize: Genesys detail and snapshot topics from real samples, and the generic adapter."""
+import copy
+
 import pytest
 
 from processor.adapters import build_adapter, parse_time_ms
@@ -164,3 +166,20 @@ def test_bad_generic_settings_fail_at_load(settings, message):
 ])
 def test_event_times(value, millis):
     assert parse_time_ms(value) == millis
+
+
+def test_a_callback_booked_for_later_does_not_date_the_snapshot():
+    """`callbackScheduledTime` is when the customer wants the call, not a moment that happened: a
+    snapshot dated by it would beat every later event (or be refused as from the future)."""
+    frame = sample("callBackConnectMsg.json")
+    booked = copy.deepcopy(frame)
+    for participant in booked["eventBody"]["participants"]:
+        for callback in participant.get("callbacks", []):
+            callback["callbackScheduledTime"] = "2022-07-06T09:00:00Z"  # two days ahead
+    assert genesys.normalize(wrap_websocket_frame(booked)).time_ms == genesys.normalize(wrap_websocket_frame(frame)).time_ms
+
+
+@pytest.mark.parametrize("name", ["", "x" * 256])
+def test_generic_settings_refuse_attribute_names_dynamodb_refuses(name):
+    with pytest.raises(ValueError, match="1 to 255 bytes"):
+        build_adapter(dict(GENERIC, state={name: "$.detail.status"}))

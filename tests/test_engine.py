@@ -87,10 +87,10 @@ def _arm(worker: Worker, step: str | None) -> None:
         real = worker.sink._write_one
         calls = iter(range(10 ** 9))
 
-        def write_some(cid, state):
+        def write_some(*args):
             if next(calls) >= 3:
                 raise Crash
-            return real(cid, state)
+            return real(*args)
         worker.sink._write_one = write_some
     elif step == "after-writes":  # the next step, dead letters, never happens
         def die_after_writes():

@@ -90,8 +90,10 @@ class Fleet:
         engine = self.own(worker)
         todo = [r for r in records if not self.checkpoint.isdigit() or int(r.sequence_number) > int(self.checkpoint)]
         chunks = [todo[i:i + size] for i in range(0, len(todo), size)][:batches]
+        delivered = self.checkpoint
         for number, chunk in enumerate(chunks, 1):
             engine.process(chunk)
+            delivered = chunk[-1].sequence_number
             self.clock.now += 1
             if number == len(chunks) and ending == "crash":
                 break  # died before this batch's flush
@@ -99,15 +101,22 @@ class Fleet:
             self.check_current(records, chunk[-1].sequence_number)
             if number == len(chunks) and ending == "crash_before_checkpoint":
                 break
-            if sequence is not None:
-                self.checkpoint = sequence
+            self.checkpoint_to(sequence, delivered)
         if ending == "graceful":
-            sequence = engine.flush(final=True)
-            if sequence is not None:
-                self.checkpoint = sequence
+            self.checkpoint_to(engine.flush(final=True), delivered)
         elif ending == "lease_lost":
             engine.discard()
         engine.close()
+
+    def checkpoint_to(self, sequence: str | None, delivered: str) -> None:
+        """KCL's checkpointer: it refuses a sequence behind the lease's checkpoint or past the last
+        record it delivered (IllegalArgumentException, which would exit the child)."""
+        if sequence is None:
+            return
+        if self.checkpoint.isdigit():
+            assert int(sequence) >= int(self.checkpoint), f"checkpoint {sequence} behind the lease's {self.checkpoint}"
+        assert delivered.isdigit() and int(sequence) <= int(delivered), f"checkpoint {sequence} past delivered {delivered}"
+        self.checkpoint = sequence
 
     def check_current(self, records: list[Record], last: str) -> None:
         """Right after a flush, DynamoDB holds at least what every record up to `last` says: each

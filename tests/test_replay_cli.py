@@ -123,6 +123,19 @@ def test_the_generic_adapter_from_a_settings_file(tmp_path, emulator):
                                                                        "version": 1}
 
 
+def test_the_export_keeps_integers_of_any_size(tmp_path, emulator):
+    """1e20 is stored as the integer 10**20, beyond 64 bits: the export must write it, exactly."""
+    config = tmp_path / "generic.toml"
+    config.write_text('[adapter]\nkind = "generic"\nconversation_id = "$.detail.id"\nevent_time = "$.detail.t"\n'
+                      '[adapter.state]\namount = "$.detail.amount"\n')
+    events = tmp_path / "big.jsonl"
+    events.write_text(json.dumps({"detail": {"id": "k1", "t": T0, "amount": 1e20}}) + "\n")
+    export = tmp_path / "export.jsonl"
+    replay(str(events), "--config", str(config), "--dynamodb-endpoint", emulator.endpoint,
+           "--table", f"t-{uuid.uuid4().hex[:8]}", "--export", str(export))
+    assert b'"amount":100000000000000000000' in export.read_bytes()
+
+
 @pytest.mark.parametrize("args, message", [
     (["missing.jsonl"], "events file not found"),
     (["{events}", "--config", "missing.toml"], "settings file not found"),

@@ -148,3 +148,13 @@ def test_a_jsonl_dead_letter_file_is_readable_by_its_owner_only(tmp_path):
     letters.add(DeadLetter("not JSON", b"{oops", "shardId-000000000001", "7"))
     letters.flush()
     assert stat.S_IMODE(os.stat(path).st_mode) == 0o600  # raw payloads carry PII
+
+
+def test_an_existing_dead_letter_file_is_made_owner_only_too(tmp_path):
+    path = tmp_path / "dl.jsonl"
+    path.write_bytes(b"")
+    path.chmod(0o644)
+    letters = JsonlDeadLetters(str(path))
+    letters.add(DeadLetter("not JSON", b"{oops", "shardId-000000000001", "7"))
+    letters.flush()
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600

@@ -115,3 +115,20 @@ def test_every_item_expires_ended_after_its_end_others_after_their_last_event():
     assert to_item("c", ended, 1, derive, retention)["_ttl"] == {"N": str(9 + 100)}
     open_ = ConversationState({"queueId": Register(5000, "Q"), "startTime": Register(-1000, 1000)})
     assert to_item("c", open_, 1, derive, retention)["_ttl"] == {"N": str(5 + 1000)}  # a lost end event
+
+
+def test_a_whole_float_is_the_decimal_it_is_written_as():
+    """1e40 has one significant digit in DynamoDB; the binary double behind it has 41 digits."""
+    assert storable(1e40) == 10 ** 40 and storable(1e23) == 10 ** 23
+    assert storable(1.5e125) == 15 * 10 ** 124 and storable(-2e30) == -2 * 10 ** 30
+    assert storable(9.99e125) == 999 * 10 ** 123
+
+
+def test_nineteen_digit_integers_below_minus_two_to_the_63_stay_exact():
+    assert codec.loads(b"[-9223372036854775809, 9223372036854775808]") == [-(2 ** 63) - 1, 2 ** 63]
+
+
+def test_an_item_with_only_a_start_time_expires_too():
+    retention = Retention(ended_seconds=100, inactive_seconds=1000)
+    started = ConversationState({"startTime": Register(-7000, 7000)})  # e.g. customer.start alone
+    assert to_item("c", started, 1, derive, retention)["_ttl"] == {"N": str(7 + 1000)}

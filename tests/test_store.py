@@ -66,3 +66,16 @@ def test_conversations_expire_after_the_retention_window(tmp_path):
     store.compact()
     assert store.get("c") is None
     store.close()
+
+
+def test_a_store_still_held_by_a_closing_process_is_waited_for(tmp_path):
+    import threading
+
+    first = ShardStore(str(tmp_path / "s"))
+    threading.Timer(0.6, first.close).start()  # the previous child lets go a moment later
+    second = ShardStore(str(tmp_path / "s"), lock_wait_seconds=10)
+    second.close()
+    held = ShardStore(str(tmp_path / "s"))
+    with pytest.raises(Exception, match="LOCK"):
+        ShardStore(str(tmp_path / "s"))  # no wait: the error as it is
+    held.close()

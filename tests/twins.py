@@ -18,7 +18,9 @@ from botocore.exceptions import ClientError
 
 from processor.item import item_size
 
+#: the conditions the processor writes with: its version check, and a probe that never holds
 VERSION_CONDITION = "attribute_not_exists(#id) OR #v = :expected"
+PROBE_CONDITION = "#v = :never"
 
 
 def client_error(code: str, operation: str, message: str = "", **extra: Any) -> ClientError:
@@ -50,9 +52,13 @@ class MemoryDynamoDB:
             table = self.table(TableName)
             stored = table.get(key)
             if ConditionExpression is not None:
-                assert ConditionExpression == VERSION_CONDITION, ConditionExpression
-                expected = ExpressionAttributeValues[":expected"]["N"]
-                if stored is not None and stored.get("version", {}).get("N") != expected:
+                assert ConditionExpression in (VERSION_CONDITION, PROBE_CONDITION), ConditionExpression
+                version = stored.get("version", {}).get("N") if stored is not None else None
+                if ConditionExpression == PROBE_CONDITION:
+                    holds = version == ExpressionAttributeValues[":never"]["N"]
+                else:
+                    holds = stored is None or version == ExpressionAttributeValues[":expected"]["N"]
+                if not holds:
                     extra = {"Item": copy.deepcopy(stored)} if ReturnValuesOnConditionCheckFailure == "ALL_OLD" else {}
                     raise client_error("ConditionalCheckFailedException", "PutItem",
                                        "The conditional request failed", **extra)

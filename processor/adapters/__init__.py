@@ -8,8 +8,8 @@ import hashlib
 from datetime import datetime, timezone
 from typing import Any, Mapping, Protocol
 
-import orjson
 
+from processor import codec
 from processor.model import ConversationEvent, Rejected
 
 
@@ -30,7 +30,7 @@ class Adapter(Protocol):
 
 def event_key(*parts: Any) -> int:
     """A 64-bit key over canonical JSON of `parts`: equal for equal content, whatever the key order."""
-    canonical = orjson.dumps(parts, option=orjson.OPT_SORT_KEYS)
+    canonical = codec.dumps(parts, sort_keys=True)
     return int.from_bytes(hashlib.blake2b(canonical, digest_size=8).digest(), "big")
 
 

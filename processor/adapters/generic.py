@@ -26,6 +26,10 @@ RESERVED = {"conversationId", "version"}
 _DELIVERY_FIELDS = ("id", "time")
 
 
+#: an attribute name DynamoDB accepts at the top of an item, kept short (each write repeats it)
+MAX_ATTRIBUTE_NAME_BYTES = 255
+
+
 class GenericAdapter:
     #: none: the configured fields are the operator's to vouch for (`[inspect] show`)
     public_fields: frozenset[str] = frozenset()
@@ -49,6 +53,9 @@ class GenericAdapter:
         bad = sorted(name for name in state if name in RESERVED or name.startswith("_"))
         if bad:
             raise ValueError(f"[adapter.state] names reserved for the item: {', '.join(bad)}")
+        if any(not name or len(name.encode("utf-8")) > MAX_ATTRIBUTE_NAME_BYTES for name in state):
+            raise ValueError(f"[adapter.state] attribute names must be 1 to {MAX_ATTRIBUTE_NAME_BYTES} bytes "
+                             "(DynamoDB refuses an empty name)")
         return cls(settings["conversation_id"], settings["event_time"], state, settings.get("event_id"))
 
     def normalize(self, envelope: dict[str, Any]) -> ConversationEvent:

@@ -41,8 +41,10 @@ _MEDIA = {
     "socialExpressions": "SOCIAL",
 }
 _DONE_STATES = {"disconnected", "terminated"}
+#: moments a snapshot reports as having happened (not `callbackScheduledTime`: a callback booked for
+#: tomorrow would date the snapshot tomorrow and let it beat every later event)
 _SNAPSHOT_TIMES = ("connectedTime", "endTime", "disconnectedTime", "startAcwTime", "startHoldTime",
-                   "startAlertingTime", "callbackScheduledTime")
+                   "startAlertingTime")
 
 
 @lru_cache(maxsize=4096)
