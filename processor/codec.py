@@ -10,18 +10,20 @@ digits, to 2**64 - 1), or an integer orjson cannot write.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
 
-_LONG_DIGITS = re.compile(rb"\d{19,}")
+#: digits to 0, everything else to 1: a run of 19 digits becomes a run of 19 zero bytes, which
+#: `bytes.find` spots several times faster than a regular expression walks the digits
+_DIGIT_RUNS = bytes(0 if byte in b"0123456789" else 1 for byte in range(256))
+_NINETEEN_DIGITS = bytes(19)
 
 
 def loads(data: bytes) -> Any:
     """Parse JSON; integers keep every digit. Raises `orjson.JSONDecodeError` for invalid input."""
     value = orjson.loads(data)  # first, so whatever orjson refuses stays refused
-    if _LONG_DIGITS.search(data) is None:
+    if _NINETEEN_DIGITS not in data.translate(_DIGIT_RUNS):
         return value
     return json.loads(data)
 

@@ -32,6 +32,8 @@ from processor.decode import decode
 from processor.limits import Unstorable, check_event_time, check_partition_key, storable
 from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
 from processor.reduce import ConversationState, Outcome, apply
+
+_INT64 = 2 ** 63
 from processor.sink import Sink
 from processor.store import Held, ShardStore
 
@@ -160,18 +162,36 @@ class ShardEngine:
         return None
 
     def _storable(self, record: Record, event: ConversationEvent, arrival_ms: int) -> ConversationEvent:
-        sets: dict[str, Register] = {}
-        for name, register in event.sets.items():
-            reason = check_event_time(abs(register.stamp), arrival_ms)
+        """`event` with its values as DynamoDB stores them (the event itself, in the common case)."""
+        time_ms = event.time_ms
+        for stamp, value in event.sets.values():  # the common case first: plain values at the event's time
+            kind = value.__class__
+            if (stamp != time_ms and stamp != -time_ms) or not (
+                    kind is str or kind is bool or value is None or (kind is int and -_INT64 <= value < _INT64)):
+                break
+        else:
+            return event
+        kept = {name: self._storable_register(record, event, name, register, arrival_ms)
+                for name, register in event.sets.items()}
+        if all(kept[name] is register for name, register in event.sets.items()):
+            return event
+        return event._replace(sets={name: register for name, register in kept.items() if register is not None})
+
+    def _storable_register(self, record: Record, event: ConversationEvent, name: str, register: Register,
+                           arrival_ms: int) -> Register | None:
+        """The register as stored, a tombstone if its value cannot be, None if its time is broken."""
+        stamp, value = register
+        if stamp != event.time_ms and stamp != -event.time_ms:  # the event's own time is checked already
+            reason = check_event_time(abs(stamp), arrival_ms)
             if reason is not None:  # e.g. a snapshot's start time from a broken clock
                 self._refuse_field(record, event.conversation_id, name, reason)
-                continue
-            try:
-                sets[name] = Register(register.stamp, storable(register.value))
-            except Unstorable as refusal:
-                self._refuse_field(record, event.conversation_id, name, refusal.reason)
-                sets[name] = Register(register.stamp, None)
-        return event._replace(sets=sets)
+                return None
+        try:
+            kept = storable(value)
+        except Unstorable as refusal:
+            self._refuse_field(record, event.conversation_id, name, refusal.reason)
+            return Register(stamp, None)
+        return register if kept is value else Register(stamp, kept)
 
     def _refuse_field(self, record: Record, conversation_id: str, name: str, reason: str) -> None:
         self.counters.refused_fields += 1

@@ -40,21 +40,40 @@ class Unstorable(ValueError):
         self.reason = reason
 
 
+_INT64 = 2 ** 63
+
+
 def storable(value: Any, depth: int = 1) -> Any:
-    """`value` as DynamoDB stores it (integral floats as ints), or `Unstorable`."""
-    if value is None or isinstance(value, (bool, str)):
+    """`value` as DynamoDB stores it (integral floats as ints), or `Unstorable`. Returns `value`
+    itself when it is already in that form (the common case costs no copy). Values are decoded
+    JSON, so exact types are checked (bool is not an int here)."""
+    kind = value.__class__
+    if kind is str or kind is bool or value is None:
         return value
-    if isinstance(value, int):
-        return _check_int(value)
-    if isinstance(value, float):
+    if kind is int:
+        return value if -_INT64 <= value < _INT64 else _check_int(value)
+    if kind is float:
         return _storable_float(value)
-    if isinstance(value, (dict, list)):
+    if kind is dict or kind is list:
         if depth > MAX_DEPTH:
             raise Unstorable(f"nested deeper than DynamoDB's {MAX_DEPTH} levels")
-        if isinstance(value, dict):
-            return {key: storable(item, depth + 1) for key, item in value.items()}
-        return [storable(item, depth + 1) for item in value]
-    raise Unstorable(f"a {type(value).__name__} is not a DynamoDB value")
+        return _storable_dict(value, depth) if kind is dict else _storable_list(value, depth)
+    raise Unstorable(f"a {kind.__name__} is not a DynamoDB value")
+
+
+def _storable_dict(value: dict, depth: int) -> dict:
+    copy: dict | None = None
+    for key, item in value.items():
+        stored = storable(item, depth + 1)
+        if stored is not item:
+            copy = dict(value) if copy is None else copy
+            copy[key] = stored
+    return value if copy is None else copy
+
+
+def _storable_list(value: list, depth: int) -> list:
+    stored = [storable(item, depth + 1) for item in value]
+    return value if all(a is b for a, b in zip(stored, value)) else stored
 
 
 def _check_int(number: int) -> int:
