@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from processor.config import Settings
-from processor.demo import Producer, Stack, batches, lease_checkpoints, shard_stats, total_counters, wait_until_drained
+from devstack.demo import Producer, Stack, batches, lease_checkpoints, shard_stats, total_counters, wait_until_drained
 from processor.replay import read_lines
-from processor.storm import StormShape, write_storm
+from devstack.storm import StormShape, write_storm
 
 
 def main() -> None:

@@ -17,8 +17,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
-from processor.storm import StormShape, write_storm
+from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from devstack.storm import StormShape, write_storm
 
 for _name, _value in LOCAL_ENVIRONMENT.items():
     os.environ.setdefault(_name, _value)

@@ -29,13 +29,14 @@ from rich.table import Table
 
 from processor.config import Settings, load_settings
 from processor.daemon import DaemonError
-from processor.deadletter import JsonlDeadLetters
-from processor.emulator import LOCAL_ENVIRONMENT, EmulatorError, LocalEmulator
+from processor.deadletters import JsonlDeadLetters
+from devstack.emulator import LOCAL_ENVIRONMENT, EmulatorError, LocalEmulator
 from processor.replay import EPHEMERAL, REPORT_KEYS, ReplayResult, bind_state_dir, export_table, read_lines, replay
 from processor.operate import OperateError
-from processor.retry import GaveUp
-from processor.storm import StormShape, write_storm
-from processor.sink import DynamoSink, NullSink, dynamodb_client, ensure_table
+from processor.dynamodb.retry import GaveUp
+from devstack.storm import StormShape, write_storm
+from processor.dynamodb.sink import DynamoSink, NullSink
+from processor.dynamodb.client import dynamodb_client, ensure_table
 
 log = logging.getLogger("processor")
 
@@ -245,14 +246,14 @@ def run_kcl_command(args: argparse.Namespace) -> int:
 
 
 def bench_module_doc() -> str:
-    from processor import benchmark
+    import bench as benchmark
 
     return benchmark.__doc__ or ""
 
 
 def run_bench_command(args: argparse.Namespace) -> int:
-    from processor.benchmark.report import chart, comparison_table, markdown, ratios, update_readme
-    from processor.benchmark.run import Plan, bench
+    from bench.report import chart, comparison_table, markdown, ratios, update_readme
+    from bench.run import Plan, bench
 
     console = Console()
     if not console.is_terminal:
@@ -280,13 +281,13 @@ def run_bench_command(args: argparse.Namespace) -> int:
 
 
 def demo_module_doc() -> str:
-    from processor import demo
+    from devstack import demo
 
     return demo.__doc__ or ""
 
 
 def run_demo_command(args: argparse.Namespace) -> int:
-    from processor.demo import run_demo
+    from devstack.demo import run_demo
 
     settings = load_settings(args.config)
     config_text = _adapter_table(args.config)

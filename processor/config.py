@@ -36,7 +36,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from processor.adapters import Adapter, build_adapter
 from processor.engine import FlushPolicy
-from processor.item import Retention
+from processor.dynamodb.item import Retention
 
 DAY = 86_400
 

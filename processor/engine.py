@@ -27,14 +27,14 @@ from typing import Callable, Iterable, Sequence
 
 from processor import codec
 from processor.adapters import Adapter
-from processor.deadletter import DeadLetters
+from processor.deadletters import DeadLetters
 from processor.decode import decode
 from processor.limits import Unstorable, check_event_time, check_partition_key, storable
 from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
 from processor.reduce import ConversationState, Outcome, apply
 
 _INT64 = 2 ** 63
-from processor.sink import Sink
+from processor.dynamodb.sink import Sink
 from processor.store import Held, ShardStore
 
 

@@ -25,11 +25,12 @@ from amazon_kclpy.checkpoint_error import CheckpointError
 from amazon_kclpy.v3 import processor
 
 from processor.config import Settings, load_settings
-from processor.deadletter import DynamoDeadLetters
+from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.engine import ShardEngine
 from processor.metrics import FlushMetrics
 from processor.model import Record
-from processor.sink import DynamoSink, dynamodb_client
+from processor.dynamodb.sink import DynamoSink
+from processor.dynamodb.client import dynamodb_client
 from processor.store import ShardStore, shard_directory
 
 log = logging.getLogger("processor.kcl")

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import AbstractSet, Any, Iterable, Iterator, Mapping
 
-from processor.item import KEY, STAMPS, TTL, VERSION, KEYS, deserialize
+from processor.dynamodb.item import KEY, STAMPS, TTL, VERSION, KEYS, deserialize
 from processor.store import ShardStore, shard_directory
 
 MASK = "•••"

@@ -20,12 +20,12 @@ import orjson
 
 from processor import codec
 from processor.adapters import Adapter
-from processor.deadletter import DeadLetters
+from processor.deadletters import DeadLetters
 from processor.engine import Counters, FlushPolicy, ShardEngine
-from processor.item import KEY, exportable
+from processor.dynamodb.item import KEY, exportable
 from processor.decode import decode
 from processor.model import Record, Rejected
-from processor.sink import Sink, SinkCounters
+from processor.dynamodb.sink import Sink, SinkCounters
 from processor.store import ShardStore, shard_directory
 
 HASH_SPACE = 2 ** 128

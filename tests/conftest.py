@@ -13,9 +13,9 @@ from typing import Any
 import orjson
 import pytest
 
-from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
 from processor.model import Record
-from processor.sink import dynamodb_client, ensure_table
+from processor.dynamodb.client import dynamodb_client, ensure_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GENESYS = FIXTURES / "genesys"
@@ -99,7 +99,7 @@ def table(dynamodb) -> str:
 
 
 def table_items(client: Any, table: str) -> dict[str, dict[str, Any]]:
-    from processor.item import unwrap
+    from processor.dynamodb.item import unwrap
 
     items = {}
     for page in client.get_paginator("scan").paginate(TableName=table, ConsistentRead=True):

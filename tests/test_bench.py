@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-from processor.benchmark.checks import history_checks, ledger_checks, table_checks
-from processor.benchmark.report import BEGIN, END
-from processor.benchmark.workload import Delivery, truth
-from processor.emulator.meter import write_units
+from bench.checks import history_checks, ledger_checks, table_checks
+from bench.report import BEGIN, END
+from bench.workload import Delivery, truth
+from devstack.emulator.meter import write_units
 from processor.model import Register
 
 METRICS = {"events_per_s", "ddb_requests_per_1k", "ddb_reads_per_1k", "ddb_writes_per_1k", "wcu_per_1k",

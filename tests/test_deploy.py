@@ -14,8 +14,8 @@ import yaml
 
 from processor.config import Settings, load_settings
 from processor.daemon import ENVIRONMENT_OVERRIDES, read_properties
-from processor.item import KEY, TTL
-from processor.jsonpath import compile_path
+from processor.dynamodb.item import KEY, TTL
+from processor.adapters.jsonpath import compile_path
 from processor.adapters.genesys import GenesysAdapter
 from tests.conftest import sample, wrap_websocket_frame
 

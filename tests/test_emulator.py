@@ -8,7 +8,7 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from processor.emulator import LocalEmulator
+from devstack.emulator import LocalEmulator
 
 pytestmark = pytest.mark.server
 

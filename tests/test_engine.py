@@ -8,11 +8,11 @@ from dataclasses import dataclass, field
 import pytest
 
 from processor.adapters.genesys import GenesysAdapter
-from processor.deadletter import JsonlDeadLetters
+from processor.deadletters import JsonlDeadLetters
 from processor.engine import FlushPolicy, ShardEngine
 from processor.model import Record
-from processor.sink import DynamoSink
-from processor.storm import StormShape, storm
+from processor.dynamodb.sink import DynamoSink
+from devstack.storm import StormShape, storm
 from processor.store import ShardStore
 from tests.conftest import T0, detail_event, projections, records, redeliver, table_items
 
@@ -117,7 +117,7 @@ def stream():
 
 @pytest.fixture(scope="module")
 def uninterrupted(stream, dynamodb, tmp_path_factory):
-    from processor.sink import ensure_table
+    from processor.dynamodb.client import ensure_table
     table = "uninterrupted"
     ensure_table(dynamodb, table)
     root = tmp_path_factory.mktemp("uninterrupted")

@@ -1,6 +1,6 @@
 import pytest
 
-from processor.jsonpath import PathError, compile_path
+from processor.adapters.jsonpath import PathError, compile_path
 
 DOC = {"detail": {"conversation_id": "c1", "items": [{"v": 1}, {"v": 2}], "odd key": True}}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from processor.sink import ensure_table
+from processor.dynamodb.client import ensure_table
 from tests.conftest import T0, detail_event, table_items
 
 pytestmark = pytest.mark.server

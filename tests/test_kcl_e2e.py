@@ -15,10 +15,10 @@ from pathlib import Path
 import pytest
 
 from processor.config import Settings
-from processor.demo import (Producer, Stack, batches, closed_shards, lease_checkpoints, lease_owners, replay_matches,
+from devstack.demo import (Producer, Stack, batches, closed_shards, lease_checkpoints, lease_owners, replay_matches,
                             shard_stats, total_counters, wait_until_drained)
 from processor.replay import read_lines
-from processor.storm import StormShape, write_storm
+from devstack.storm import StormShape, write_storm
 
 pytestmark = pytest.mark.e2e
 

@@ -15,11 +15,11 @@ import pytest
 
 from processor.adapters.genesys import GenesysAdapter
 from processor.config import Settings
-from processor.demo import Producer, Stack, batches, wait_until_drained
+from devstack.demo import Producer, Stack, batches, wait_until_drained
 from processor.metrics import NAMESPACE, FlushMetrics
 from processor.operate import MASK
 from processor.replay import read_lines, scan_items
-from processor.storm import StormShape, write_storm
+from devstack.storm import StormShape, write_storm
 
 pytestmark = pytest.mark.e2e
 

@@ -15,12 +15,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from processor.adapters.genesys import GenesysAdapter
-from processor.deadletter import JsonlDeadLetters
+from processor.deadletters import JsonlDeadLetters
 from processor.engine import FlushPolicy, ShardEngine
-from processor.item import from_item
+from processor.dynamodb.item import from_item
 from processor.model import Record
 from processor.reduce import ConversationState, apply, wins
-from processor.sink import DynamoSink
+from processor.dynamodb.sink import DynamoSink
 from processor.store import ShardStore
 from tests.conftest import T0, detail_event
 from tests.oracle import genesys_projection

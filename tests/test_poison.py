@@ -7,11 +7,11 @@ import pytest
 
 from processor.adapters import build_adapter
 from processor.adapters.genesys import GenesysAdapter
-from processor.deadletter import DynamoDeadLetters
+from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.engine import FlushPolicy, ShardEngine
-from processor.item import from_item
+from processor.dynamodb.item import from_item
 from processor.model import Record
-from processor.sink import DynamoSink
+from processor.dynamodb.sink import DynamoSink
 from processor.store import ShardStore
 from tests.conftest import T0, detail_event
 from tests.twins import Faults, MemoryDynamoDB, client_error

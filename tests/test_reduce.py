@@ -9,7 +9,7 @@ from processor import reduce
 from processor.adapters.genesys import GenesysAdapter
 from processor.model import ConversationEvent, Register
 from processor.reduce import ConversationState, Outcome, apply, merge
-from processor.storm import StormShape, conversation_events, envelope
+from devstack.storm import StormShape, conversation_events, envelope
 from tests.conftest import redeliver
 from tests.oracle import genesys_projection
 

@@ -13,7 +13,7 @@ import boto3
 import pytest
 
 from processor.replay import REPORT_KEYS, shard_index, shard_name
-from processor.storm import StormShape, write_storm
+from devstack.storm import StormShape, write_storm
 from tests.conftest import T0
 
 pytestmark = pytest.mark.server

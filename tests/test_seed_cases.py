@@ -7,9 +7,9 @@ import pytest
 
 from processor.adapters import build_adapter
 from processor.adapters.genesys import GenesysAdapter
-from processor.deadletter import JsonlDeadLetters
+from processor.deadletters import JsonlDeadLetters
 from processor.engine import ShardEngine
-from processor.sink import DynamoSink
+from processor.dynamodb.sink import DynamoSink
 from processor.store import ShardStore
 from tests.conftest import T0, detail_event, records, sample, table_items, wrap_websocket_frame
 

@@ -6,12 +6,13 @@ import uuid
 import pytest
 
 from processor.adapters.genesys import GenesysAdapter
-from processor.deadletter import DynamoDeadLetters
-from processor.emulator import LocalEmulator
-from processor.item import Retention, from_item, item_size, to_item
+from processor.dynamodb.deadletter_table import DynamoDeadLetters
+from devstack.emulator import LocalEmulator
+from processor.dynamodb.item import Retention, from_item, item_size, to_item
 from processor.model import DeadLetter, Register
 from processor.reduce import KEY_WINDOW, ConversationState, merge
-from processor.sink import DynamoSink, dynamodb_client, ensure_table
+from processor.dynamodb.sink import DynamoSink
+from processor.dynamodb.client import dynamodb_client, ensure_table
 from tests.conftest import table_items
 
 pytestmark = pytest.mark.server

@@ -6,14 +6,15 @@ import stat
 
 import pytest
 
-from processor import retry, sink as sink_module
+from processor.dynamodb import retry, sink as sink_module
 from processor.adapters.genesys import GenesysAdapter
-from processor.deadletter import MAX_INLINE_BYTES, DynamoDeadLetters, JsonlDeadLetters
-from processor.item import from_item, item_size
+from processor.deadletters import MAX_INLINE_BYTES, JsonlDeadLetters
+from processor.dynamodb.deadletter_table import DynamoDeadLetters
+from processor.dynamodb.item import from_item, item_size
 from processor.model import DeadLetter, Register
 from processor.reduce import ConversationState, adds_to, merge
-from processor.retry import GaveUp
-from processor.sink import MAX_CONFLICT_ROUNDS, DynamoSink, RefusedItem
+from processor.dynamodb.retry import GaveUp
+from processor.dynamodb.sink import MAX_CONFLICT_ROUNDS, DynamoSink, RefusedItem
 from tests.twins import Faults, MemoryDynamoDB, client_error
 
 derive = GenesysAdapter().derive

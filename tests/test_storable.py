@@ -9,7 +9,7 @@ from hypothesis import given, settings, strategies as st
 
 from processor import codec
 from processor.adapters.genesys import GenesysAdapter
-from processor.item import Retention, fitted_item, from_item, item_size, number, serialize, to_item
+from processor.dynamodb.item import Retention, fitted_item, from_item, item_size, number, serialize, to_item
 from processor.limits import (EARLIEST_EVENT_MS, ITEM_BUDGET_BYTES, MAX_DEPTH, Unstorable, check_event_time,
                               check_partition_key, oversized_fields, storable)
 from processor.model import Register

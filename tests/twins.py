@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 from botocore.exceptions import ClientError
 
-from processor.item import item_size
+from processor.dynamodb.item import item_size
 
 #: the conditions the processor writes with: its version check, and a probe that never holds
 VERSION_CONDITION = "attribute_not_exists(#id) OR #v = :expected"

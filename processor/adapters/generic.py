@@ -16,7 +16,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from processor.adapters import event_key, require_conversation_id, require_time
-from processor.jsonpath import Path, compile_path
+from processor.adapters.jsonpath import Path, compile_path
 from processor.model import ConversationEvent, Register
 
 #: attribute names the DynamoDB item reserves for itself

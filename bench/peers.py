@@ -17,9 +17,9 @@ import orjson
 from botocore.exceptions import ClientError
 
 from processor.adapters import Adapter
-from processor.benchmark.workload import Delivery, parse
-from processor.item import KEY, serialize
-from processor.sink import ensure_table
+from bench.workload import Delivery, parse
+from processor.dynamodb.item import KEY, serialize
+from processor.dynamodb.client import ensure_table
 
 CONSUMERS = 2
 DEDUP_TTL_SECONDS = 24 * 3600

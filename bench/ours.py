@@ -16,12 +16,13 @@ from typing import Any
 
 from processor.config import Settings
 from processor.daemon import Daemon
-from processor.deadletter import JsonlDeadLetters
-from processor.demo import Producer, Stack, batches, wait_until_drained
+from processor.deadletters import JsonlDeadLetters
+from devstack.demo import Producer, Stack, batches, wait_until_drained
 from processor.engine import FlushPolicy, ShardEngine
 from processor.model import Record
 from processor.replay import read_lines, replay, route
-from processor.sink import DynamoSink, ensure_table
+from processor.dynamodb.sink import DynamoSink
+from processor.dynamodb.client import ensure_table
 from processor.store import ShardStore
 
 SHARDS = 4

@@ -12,17 +12,17 @@ from typing import Any, Callable
 
 import orjson
 
-from processor.benchmark import PEERS, SYSTEMS
-from processor.benchmark.checks import history_checks, ledger_checks, table_checks
-from processor.benchmark.system import table_of
-from processor.benchmark.workload import Delivery, Truth, in_event_time_order, label, truth
+from bench import PEERS, SYSTEMS
+from bench.checks import history_checks, ledger_checks, table_checks
+from bench.system import table_of
+from bench.workload import Delivery, Truth, in_event_time_order, label, truth
 from processor.config import Settings
-from processor.demo import APPLICATION
-from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
-from processor.item import KEY
+from devstack.demo import APPLICATION
+from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from processor.dynamodb.item import KEY
 from processor.replay import read_lines, scan_items
-from processor.sink import dynamodb_client
-from processor.storm import StormShape, write_storm
+from processor.dynamodb.client import dynamodb_client
+from devstack.storm import StormShape, write_storm
 
 
 @dataclass(frozen=True)
@@ -119,12 +119,12 @@ def first_of_each_event(deliveries: list[Delivery]) -> list[Delivery]:
 
 
 def run_process(arguments: list[str], workdir: Path) -> tuple[dict[str, Any], float]:
-    """Run `processor.benchmark.system ARGUMENTS` in its own process: its result and peak RSS (MiB)."""
+    """Run `bench.system ARGUMENTS` in its own process: its result and peak RSS (MiB)."""
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(suffix=".json", dir=workdir, delete=False) as out:
         out_path = Path(out.name)
     with open(workdir / "system.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "processor.benchmark.system", *arguments,
+        process = subprocess.Popen([sys.executable, "-m", "bench.system", *arguments,
                                     "--workdir", str(workdir), "--out", str(out_path)],
                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         _, status, usage = os.wait4(process.pid, 0)

@@ -21,7 +21,7 @@ from typing import Callable, Iterator, TypeVar
 from botocore.exceptions import ClientError, ConnectionError as BotoConnectionError, HTTPClientError
 
 T = TypeVar("T")
-log = logging.getLogger("processor.retry")
+log = logging.getLogger("processor.dynamodb.retry")
 
 THROTTLING_CODES = frozenset({
     "ProvisionedThroughputExceededException", "ThrottlingException", "Throttling",

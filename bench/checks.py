@@ -15,8 +15,8 @@ import base64
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
-from processor.benchmark.workload import Delivery, Truth
-from processor.item import from_item
+from bench.workload import Delivery, Truth
+from processor.dynamodb.item import from_item
 from processor.reduce import same_value
 
 

@@ -26,14 +26,15 @@ import orjson
 from processor.adapters import Adapter
 from processor.config import Settings
 from processor.daemon import Daemon, local_properties
-from processor.deadletter import JsonlDeadLetters
-from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from processor.deadletters import JsonlDeadLetters
+from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
 from processor.engine import Counters
-from processor.item import KEY
+from processor.dynamodb.item import KEY
 from processor.kcl import STATS_SUFFIX
 from processor.operate import leases, list_shards
 from processor.replay import export_table, read_lines, replay, route, scan_items
-from processor.sink import DynamoSink, dynamodb_client, ensure_table
+from processor.dynamodb.sink import DynamoSink
+from processor.dynamodb.client import dynamodb_client, ensure_table
 
 STREAM, APPLICATION = "conversation-events", "conversation-state-processor"
 PUT_BATCH = 500

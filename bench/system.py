@@ -1,7 +1,7 @@
 """One system of the benchmark in its own process, so its peak RSS is its own.
 
-    python -m processor.benchmark.system NAME --events F --sorted-events F --endpoint URL --workdir D --out R
-    python -m processor.benchmark.system curve --conversations N --workdir D --out R
+    python -m bench.system NAME --events F --sorted-events F --endpoint URL --workdir D --out R
+    python -m bench.system curve --conversations N --workdir D --out R
 
 Prints nothing; writes its result (seconds, and the peers' acknowledged writes) as JSON to R.
 """
@@ -16,15 +16,16 @@ from urllib.parse import urlparse
 
 import orjson
 
-from processor.benchmark import PEERS
-from processor.benchmark.ours import SHARDS, run_catchup, run_kcl, run_live
-from processor.benchmark.peers import PEER_CLASSES, consume
+from bench import PEERS
+from bench.ours import SHARDS, run_catchup, run_kcl, run_live
+from bench.peers import PEER_CLASSES, consume
 from processor.config import Settings
-from processor.deadletter import JsonlDeadLetters
-from processor.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from processor.deadletters import JsonlDeadLetters
+from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
 from processor.replay import read_lines, replay
-from processor.sink import NullSink, dynamodb_client
-from processor.storm import StormShape, storm
+from processor.dynamodb.sink import NullSink
+from processor.dynamodb.client import dynamodb_client
+from devstack.storm import StormShape, storm
 
 
 def table_of(system: str) -> str:

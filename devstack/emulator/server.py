@@ -1,6 +1,6 @@
 """The local emulator process: moto (Kinesis, DynamoDB) behind hypercorn.
 
-Run as `python -m processor.emulator.server --port N`. Why each piece:
+Run as `python -m devstack.emulator.server --port N`. Why each piece:
   * hypercorn speaks HTTP/1.1 (boto3) and h2c, HTTP/2 without TLS, which KCL's Kinesis client
     insists on;
   * one lock around moto, which is not thread-safe (concurrent puts lose records);
@@ -25,8 +25,8 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from moto.server import DomainDispatcherApplication, create_backend_app
 
-from processor.emulator import kinesis_patch
-from processor.emulator.meter import Meter
+from devstack.emulator import kinesis_patch
+from devstack.emulator.meter import Meter
 
 THROTTLED_ACTIONS = {"PutItem", "UpdateItem", "GetItem", "BatchGetItem", "BatchWriteItem", "DeleteItem"}
 

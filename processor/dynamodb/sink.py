@@ -14,14 +14,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol
 
-import boto3
-from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from processor.item import KEY, VERSION, Retention, fitted_item, from_item, to_item
+from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, to_item
+from processor.dynamodb.retry import GaveUp, full_jitter, until_processed, with_retries
 from processor.model import Refusal
 from processor.reduce import ConversationState, Derive, adds_to, canonical, merge, tombstone
-from processor.retry import GaveUp, full_jitter, until_processed, with_retries
 
 BATCH_GET_LIMIT = 100
 #: merges after failed conditions before giving up on a conversation's write (a race settles in 2)
@@ -76,27 +74,6 @@ class NullSink:
         for state in states.values():
             state.version += 1
         return []
-
-
-def dynamodb_client(endpoint_url: str | None = None, region: str | None = None, pool: int = 32) -> Any:
-    """A DynamoDB client with botocore's own retries off: `processor.retry` owns the policy."""
-    config = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=pool,
-                    connect_timeout=5, read_timeout=30)
-    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=config)
-
-
-def ensure_table(client: Any, table: str, key: str = KEY) -> None:
-    """Create an on-demand table keyed by `key` (string) if it does not exist, and wait for it."""
-    try:
-        client.describe_table(TableName=table)
-        return
-    except ClientError as error:
-        if error.response["Error"]["Code"] != "ResourceNotFoundException":
-            raise
-    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
-                        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
-                        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
-    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
 
 
 class DynamoSink:

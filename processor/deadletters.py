@@ -6,12 +6,10 @@ a re-delivery overwrite its twin instead of duplicating it.
 
 - `JsonlDeadLetters`: one JSON object a line (bytes in base64), for `processor replay`; the file
   is created readable by its owner only (raw payloads carry PII).
-- `DynamoDeadLetters`: a DynamoDB table (key `id` = "shardId#sequenceNumber", with "#field" for a
-  value DynamoDB cannot store), for production. A table rather than an SQS queue because writes
-  are idempotent by key and operators can query a shard's rejects. Bytes are stored as binary;
-  over `MAX_INLINE_BYTES` they are kept as a prefix plus length and SHA-256 (the record itself
-  stays in the stream for its retention period), so an entry always fits DynamoDB's 400 KB.
-  Entries expire (`_ttl`) after the dead-letter retention: they hold raw payloads, hence PII.
+- `processor.dynamodb.deadletter_table.DynamoDeadLetters`: a DynamoDB table, for production. A
+  table rather than an SQS queue because writes are idempotent by key and operators can query a
+  shard's rejects. Bytes over `MAX_INLINE_BYTES` are kept as a prefix plus length and SHA-256 (the
+  record itself stays in the stream for its retention period), so an entry always fits an item.
 """
 from __future__ import annotations
 
@@ -24,12 +22,9 @@ from typing import Any, Protocol
 
 import orjson
 
-from processor.item import serialize
 from processor.model import DeadLetter
-from processor.retry import until_processed, with_retries
 
 MAX_INLINE_BYTES = 300 * 1024
-BATCH_WRITE_LIMIT = 25
 
 
 class DeadLetters(Protocol):
@@ -107,27 +102,3 @@ class JsonlDeadLetters(BufferedDeadLetters):
                 out.write(orjson.dumps(entry) + b"\n")
             out.flush()
             os.fsync(out.fileno())
-
-
-class DynamoDeadLetters(BufferedDeadLetters):
-    def __init__(self, client: Any, table: str, retention_seconds: int | None = None):
-        super().__init__()
-        self._client = client
-        self._table = table
-        self._retention = retention_seconds
-
-    def _item(self, letter: DeadLetter) -> dict[str, Any]:
-        entry = {name: value for name, value in describe(letter, MAX_INLINE_BYTES).items() if value != ""}
-        if self._retention is not None:
-            entry["_ttl"] = int(time.time()) + self._retention
-        return {name: serialize(value) for name, value in entry.items()}
-
-    def _write(self, letters: list[DeadLetter]) -> None:
-        def send(request: dict) -> dict:
-            return with_retries(lambda: self._client.batch_write_item(RequestItems=request))
-
-        letters = list({letter.id: letter for letter in letters}.values())  # a batch refuses twin keys
-        for start in range(0, len(letters), BATCH_WRITE_LIMIT):
-            puts = [{"PutRequest": {"Item": self._item(letter)}} for letter in letters[start:start + BATCH_WRITE_LIMIT]]
-            for _ in until_processed(send, {self._table: puts}, "UnprocessedItems"):
-                pass

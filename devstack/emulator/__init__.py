@@ -56,7 +56,7 @@ class LocalEmulator:
                                 "pip install 'conversation-state-processor[local]'") from None
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
         env = dict(os.environ, **LOCAL_ENVIRONMENT)
-        self._process = subprocess.Popen([sys.executable, "-m", "processor.emulator.server", *self._args],
+        self._process = subprocess.Popen([sys.executable, "-m", "devstack.emulator.server", *self._args],
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -1,0 +1,32 @@
+"""DynamoDB clients and tables: botocore's own retries off (`processor.dynamodb.retry` owns the
+policy), and the on-demand tables the processor and the local stack create."""
+from __future__ import annotations
+
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from processor.dynamodb.item import KEY
+
+
+def dynamodb_client(endpoint_url: str | None = None, region: str | None = None, pool: int = 32) -> Any:
+    """A DynamoDB client with botocore's own retries off: `processor.dynamodb.retry` owns the policy."""
+    config = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=pool,
+                    connect_timeout=5, read_timeout=30)
+    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=config)
+
+
+def ensure_table(client: Any, table: str, key: str = KEY) -> None:
+    """Create an on-demand table keyed by `key` (string) if it does not exist, and wait for it."""
+    try:
+        client.describe_table(TableName=table)
+        return
+    except ClientError as error:
+        if error.response["Error"]["Code"] != "ResourceNotFoundException":
+            raise
+    client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
+                        AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
+                        KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
+    client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
