@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from processor.config import Settings
-from processor.daemon import Daemon
+from devstack.daemon import Daemon
 from processor.deadletters import JsonlDeadLetters
 from devstack.demo import Producer, Stack, batches, wait_until_drained
 from processor.engine import FlushPolicy, ShardEngine

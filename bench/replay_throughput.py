@@ -17,11 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from devstack.emulator import LocalEmulator
 from devstack.storm import StormShape, write_storm
 
-for _name, _value in LOCAL_ENVIRONMENT.items():
-    os.environ.setdefault(_name, _value)
 
 PROCESSOR = [sys.executable, "-m", "processor.cli"]
 
@@ -32,7 +30,7 @@ def run(args: list[str]) -> dict:
         report = Path(scratch) / "report.json"
         started = time.perf_counter()
         process = subprocess.Popen([*PROCESSOR, "replay", *args, "--no-progress", "--report", str(report)],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=LocalEmulator.environment())
         _, status, usage = os.wait4(process.pid, 0)
         seconds = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:

@@ -18,10 +18,9 @@ from bench.system import table_of
 from bench.workload import Delivery, Truth, in_event_time_order, label, truth
 from processor.config import Settings
 from devstack.demo import APPLICATION
-from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from devstack.emulator import LocalEmulator
 from processor.dynamodb.item import KEY
 from processor.replay import read_lines, scan_items
-from processor.dynamodb.client import dynamodb_client
 from devstack.storm import StormShape, write_storm
 
 
@@ -40,8 +39,6 @@ class Plan:
 
 
 def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    for name, value in LOCAL_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
     workdir.mkdir(parents=True, exist_ok=True)
     events, sorted_events = workdir / "storm.jsonl", workdir / "storm-by-event-time.jsonl"
     write_storm(str(events), StormShape(conversations=plan.conversations, seed=plan.seed))
@@ -81,7 +78,7 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
         writes = ledger_checks(deliveries, outcome["writes"])
     else:
         writes = history_checks(metered[table]["puts"])
-    client = dynamodb_client(emulator.endpoint, region="us-east-1")
+    client = emulator.client("dynamodb")
     final = {item[KEY]: item for item in scan_items(client, table)}
     verdict = table_checks(facts, first_of_each_event(deliveries), final)
     for name in (table, *side_tables(system)):
@@ -126,7 +123,7 @@ def run_process(arguments: list[str], workdir: Path) -> tuple[dict[str, Any], fl
     with open(workdir / "system.log", "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "bench.system", *arguments,
                                     "--workdir", str(workdir), "--out", str(out_path)],
-                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=LocalEmulator.environment())
         _, status, usage = os.wait4(process.pid, 0)
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"benchmark step {arguments[0]} failed; see {workdir / 'system.log'}")

@@ -8,7 +8,6 @@ Prints nothing; writes its result (seconds, and the peers' acknowledged writes) 
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -21,7 +20,7 @@ from bench.ours import SHARDS, run_catchup, run_kcl, run_live
 from bench.peers import PEER_CLASSES, consume
 from processor.config import Settings
 from processor.deadletters import JsonlDeadLetters
-from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from devstack.emulator import LocalEmulator
 from processor.replay import read_lines, replay
 from processor.dynamodb.sink import NullSink
 from processor.dynamodb.client import dynamodb_client
@@ -82,8 +81,6 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
-    for name, value in LOCAL_ENVIRONMENT.items():
-        os.environ.setdefault(name, value)
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if args.system == "curve":

@@ -13,28 +13,26 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-import boto3
 import orjson
 
 from processor.adapters import Adapter
 from processor.config import Settings
-from processor.daemon import Daemon, local_properties
+from devstack.daemon import Daemon, local_properties
 from processor.deadletters import JsonlDeadLetters
-from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from devstack.emulator import LocalEmulator
 from processor.engine import Counters
 from processor.dynamodb.item import KEY
 from processor.kcl import STATS_SUFFIX
 from processor.operate import leases, list_shards
 from processor.replay import export_table, read_lines, replay, route, scan_items
 from processor.dynamodb.sink import DynamoSink
-from processor.dynamodb.client import dynamodb_client, ensure_table
+from processor.dynamodb.client import ensure_table
 
 STREAM, APPLICATION = "conversation-events", "conversation-state-processor"
 PUT_BATCH = 500
@@ -143,13 +141,11 @@ class DemoResult:
 class Stack:
     """The emulator, the stream, the tables and the daemon, for one demo or test run."""
 
-    def __init__(self, workdir: Path, settings: Settings, shards: int, config_text: str = "",
-                 emulator: LocalEmulator | None = None):
+    def __init__(self, workdir: Path, settings: Settings, shards: int, emulator: LocalEmulator | None = None):
         """`emulator`: one already running (a benchmark's, shared with other systems), else its own."""
         self.workdir = workdir
         self.settings = settings
         self.shards = shards
-        self._config_text = config_text
         self._own_emulator = emulator is None
         self.emulator = emulator or LocalEmulator(log_path=str(workdir / "emulator.log"))
         self.daemons: list[Daemon] = []
@@ -157,11 +153,8 @@ class Stack:
     def __enter__(self) -> Stack:
         if self._own_emulator:
             self.emulator.start()
-        for name, value in LOCAL_ENVIRONMENT.items():
-            os.environ.setdefault(name, value)
-        endpoint = self.emulator.endpoint
-        self.kinesis = boto3.client("kinesis", endpoint_url=endpoint, region_name="us-east-1")
-        self.dynamodb = dynamodb_client(endpoint, region="us-east-1")
+        self.kinesis = self.emulator.client("kinesis")
+        self.dynamodb = self.emulator.client("dynamodb")
         self.kinesis.create_stream(StreamName=STREAM, ShardCount=self.shards)
         self.kinesis.get_waiter("stream_exists").wait(StreamName=STREAM, WaiterConfig={"Delay": 0.2})
         ensure_table(self.dynamodb, self.settings.table)
@@ -173,15 +166,16 @@ class Stack:
         """A KCL worker with its own state directory, as each ECS task has its own disk.
         `overrides` replace settings for this worker only (e.g. flush_seconds)."""
         config = self.workdir / f"{name}.toml"
-        settings = dataclasses.replace(self.settings, **overrides)
-        config.write_text(self._config_text + _local_settings(self.emulator.endpoint, settings, self.state_dir / name))
+        settings = dataclasses.replace(
+            self.settings, state_dir=str(self.state_dir / name), endpoint=self.emulator.endpoint,
+            stamp_hold_seconds=min(self.settings.stamp_hold_seconds, DEMO_STAMP_HOLD_SECONDS), **overrides)
+        config.write_text(settings.to_toml())
         properties = self.workdir / f"{name}.properties"
         executable = f"{sys.executable} -m processor.cli kcl --config {config}"
         properties.write_text(local_properties(endpoint=self.emulator.endpoint, stream=STREAM,
                                                application=APPLICATION, executable=executable,
                                                extra={"workerId": name}))
-        env = dict(os.environ, **LOCAL_ENVIRONMENT)
-        daemon = Daemon(properties, self.workdir / f"{name}.log", env).start()
+        daemon = Daemon(properties, self.workdir / f"{name}.log", self.emulator.environment()).start()
         self.daemons.append(daemon)
         return daemon
 
@@ -195,15 +189,6 @@ class Stack:
 #: the demo holds locally advanced stamps for seconds, not a minute, so the drain it waits for (every
 #: shard checkpointed at its last record) ends soon after the last put
 DEMO_STAMP_HOLD_SECONDS = 5.0
-
-
-def _local_settings(endpoint: str, settings: Settings, state_dir: Path) -> str:
-    hold = min(settings.stamp_hold_seconds, DEMO_STAMP_HOLD_SECONDS)
-    return (f"\n[processor]\nstate_dir = {str(state_dir)!r}\nflush_records = {settings.flush_records}\n"
-            f"flush_seconds = {settings.flush_seconds}\nretention_days = {settings.retention_days}\n"
-            f"stamp_hold_seconds = {hold}\n"
-            f"[dynamodb]\nendpoint = {endpoint!r}\ntable = {settings.table!r}\n"
-            f"dead_letter_table = {settings.dead_letter_table!r}\n")
 
 
 def batches(lines: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
@@ -256,7 +241,7 @@ def total_counters(stats: dict[str, dict]) -> tuple[Counters, int]:
     return counters, writes
 
 
-def run_demo(events: Path, settings: Settings, config_text: str, shards: int, reshard: bool, workdir: Path,
+def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workdir: Path,
              console: Any, export: str | None = None, timeout: float = 900.0) -> DemoResult:
     """Everything `processor demo` does between parsing its arguments and printing its summary."""
     from rich.live import Live
@@ -264,7 +249,7 @@ def run_demo(events: Path, settings: Settings, config_text: str, shards: int, re
     adapter = settings.build_adapter()
     started = time.perf_counter()
     split_parent = None
-    with Stack(workdir, settings, shards, config_text) as stack:
+    with Stack(workdir, settings, shards) as stack:
         producer = Producer(stack.kinesis, adapter)
         stack.start_daemon()
         total = sum(1 for _ in read_lines(str(events)))

@@ -1,4 +1,5 @@
-"""Settings: one TOML file (all tables optional), environment overrides for the container.
+"""Settings: one TOML file (all tables optional), environment overrides for the container. `SCHEMA`
+says where each setting is read from; `Settings.to_toml` writes them back the same way.
 
 ```toml
 [adapter]                 # see processor.adapters; default: Genesys Cloud topics
@@ -11,6 +12,7 @@ stamp_hold_seconds = 60   # a stamp advanced with no value change is written wit
 retention_days = 7        # ended conversations expire locally and in DynamoDB (`_ttl`) after this
 inactive_retention_days = 30  # conversations never seen to end expire this long after their last event
 dead_letter_retention_days = 14  # dead letters (raw payloads: PII) expire after this
+metrics_seconds = 60      # a shard writes its CloudWatch EMF line this often (and when it stops)
 state_dir = "state"       # one RocksDB per shard below it
 
 [dynamodb]
@@ -25,6 +27,7 @@ mask = []                 # masked even if the adapter calls them safe
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -50,6 +53,7 @@ class Settings:
     retention_days: float = 7.0
     inactive_retention_days: float = 30.0
     dead_letter_retention_days: float = 14.0
+    metrics_seconds: float = 60.0
     state_dir: str = "state"
     table: str = "conversations"
     dead_letter_table: str = "conversation-dead-letters"
@@ -77,48 +81,111 @@ class Settings:
     def build_adapter(self) -> Adapter:
         return build_adapter(self.adapter)
 
+    def to_toml(self) -> str:
+        """These settings as a file `load_settings` reads back to the same settings."""
+        lines = _toml_table("adapter", self.adapter) if self.adapter else []
+        for table in dict.fromkeys(spec.table for spec in SCHEMA):
+            lines.append(f"[{table}]")
+            for spec in (spec for spec in SCHEMA if spec.table == table):
+                value = getattr(self, spec.field)
+                if value is not None:
+                    lines.append(f"{spec.key} = {_toml_value(list(value) if spec.kind is tuple else value)}")
+        return "\n".join(lines) + "\n"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Where one setting lives: its TOML table and key, and the environment variable over it."""
+
+    field: str
+    table: str
+    key: str
+    kind: type
+    environment: str | None = None
+
+
+#: every setting but the [adapter] table, the one place that says where each is read from
+SCHEMA = (
+    Spec("flush_records", "processor", "flush_records", int),
+    Spec("flush_seconds", "processor", "flush_seconds", float),
+    Spec("stamp_hold_seconds", "processor", "stamp_hold_seconds", float),
+    Spec("retention_days", "processor", "retention_days", float, "PROCESSOR_RETENTION_DAYS"),
+    Spec("inactive_retention_days", "processor", "inactive_retention_days", float, "PROCESSOR_INACTIVE_RETENTION_DAYS"),
+    Spec("dead_letter_retention_days", "processor", "dead_letter_retention_days", float,
+         "PROCESSOR_DEAD_LETTER_RETENTION_DAYS"),
+    Spec("metrics_seconds", "processor", "metrics_seconds", float),
+    Spec("state_dir", "processor", "state_dir", str, "PROCESSOR_STATE_DIR"),
+    Spec("table", "dynamodb", "table", str, "PROCESSOR_TABLE"),
+    Spec("dead_letter_table", "dynamodb", "dead_letter_table", str, "PROCESSOR_DEAD_LETTER_TABLE"),
+    Spec("endpoint", "dynamodb", "endpoint", str, "PROCESSOR_DYNAMODB_ENDPOINT"),
+    Spec("inspect_show", "inspect", "show", tuple),
+    Spec("inspect_mask", "inspect", "mask", tuple),
+)
+TABLES = ("adapter", *dict.fromkeys(spec.table for spec in SCHEMA))
+
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
     """Settings from `path` (or none), then `PROCESSOR_*` environment variables on top."""
-    document: dict[str, Any] = {}
-    if path:
-        try:
-            with open(path, "rb") as source:
-                document = tomllib.load(source)
-        except FileNotFoundError:
-            raise ValueError(f"settings file not found: {path}") from None
-        except tomllib.TOMLDecodeError as error:
-            raise ValueError(f"settings file {path} is not valid TOML: {error}") from None
-    unknown = set(document) - {"adapter", "processor", "dynamodb", "inspect"}
+    document = _read(path) if path else {}
+    unknown = set(document) - set(TABLES)
     if unknown:
         raise ValueError(f"unknown settings tables: {', '.join(sorted(unknown))}")
-    processor, dynamodb = document.get("processor", {}), document.get("dynamodb", {})
     values: dict[str, Any] = {"adapter": document.get("adapter", {})}
-    for name in ("flush_records", "flush_seconds", "stamp_hold_seconds", "retention_days", "inactive_retention_days",
-                 "dead_letter_retention_days", "state_dir"):
-        if name in processor:
-            values[name] = processor[name]
-    for name in ("show", "mask"):
-        fields = document.get("inspect", {}).get(name, [])
-        if not isinstance(fields, list) or not all(isinstance(f, str) for f in fields):
-            raise ValueError(f"[inspect] {name} must be a list of field names")
-        values[f"inspect_{name}"] = tuple(fields)
-    for name in ("table", "dead_letter_table", "endpoint"):
-        if dynamodb.get(name):
-            values[name] = dynamodb[name]
-    overrides = {"PROCESSOR_TABLE": "table", "PROCESSOR_DEAD_LETTER_TABLE": "dead_letter_table",
-                 "PROCESSOR_STATE_DIR": "state_dir", "PROCESSOR_DYNAMODB_ENDPOINT": "endpoint"}
-    for variable, name in overrides.items():
-        if environ.get(variable):
-            values[name] = environ[variable]
-    days = {"PROCESSOR_RETENTION_DAYS": "retention_days", "PROCESSOR_INACTIVE_RETENTION_DAYS": "inactive_retention_days",
-            "PROCESSOR_DEAD_LETTER_RETENTION_DAYS": "dead_letter_retention_days"}
-    for variable, name in days.items():
-        if environ.get(variable):
-            try:
-                values[name] = float(environ[variable])
-            except ValueError:
-                raise ValueError(f"{variable} is not a number: {environ[variable]!r}") from None
+    for spec in SCHEMA:
+        table = document.get(spec.table, {})
+        if table.get(spec.key) not in (None, ""):
+            values[spec.field] = _typed(spec, table[spec.key], f"[{spec.table}] {spec.key}")
+        if spec.environment and environ.get(spec.environment):
+            values[spec.field] = _typed(spec, environ[spec.environment], spec.environment)
     settings = Settings(**values)
     settings.build_adapter()  # fail at start-up, not on the first record
     return settings
+
+
+def _read(path: str) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as source:
+            return tomllib.load(source)
+    except FileNotFoundError:
+        raise ValueError(f"settings file not found: {path}") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"settings file {path} is not valid TOML: {error}") from None
+
+
+def _typed(spec: Spec, value: Any, where: str) -> Any:
+    if spec.kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise ValueError(f"{where} must be a list of field names")
+        return tuple(value)
+    if spec.kind is str:
+        return str(value)
+    try:
+        number = spec.kind(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{where} is not a number: {value!r}") from None
+    if isinstance(value, bool) or number < 0 or (spec.kind is int and number != float(value)):
+        raise ValueError(f"{where} must be a positive {'whole ' if spec.kind is int else ''}number: {value!r}")
+    return number
+
+
+def _toml_table(name: str, table: Mapping[str, Any]) -> list[str]:
+    lines = [f"[{name}]"]
+    lines += [f"{_toml_key(key)} = {_toml_value(value)}" for key, value in table.items() if not isinstance(value, Mapping)]
+    for key, value in table.items():
+        if isinstance(value, Mapping):
+            lines += _toml_table(f"{name}.{_toml_key(key)}", value)
+    return lines
+
+
+def _toml_key(key: str) -> str:
+    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string

@@ -13,15 +13,14 @@ from typing import Any
 import orjson
 import pytest
 
-from devstack.emulator import LOCAL_ENVIRONMENT, LocalEmulator
+from devstack.emulator import LocalEmulator
 from processor.model import Record
 from processor.dynamodb.client import dynamodb_client, ensure_table
 
 FIXTURES = Path(__file__).parent / "fixtures"
 GENESYS = FIXTURES / "genesys"
 
-for _name, _value in LOCAL_ENVIRONMENT.items():
-    os.environ.setdefault(_name, _value)
+os.environ.update(LocalEmulator.environment({}))  # every test process and child talks to the emulator
 
 
 def sample(name: str) -> dict[str, Any]:

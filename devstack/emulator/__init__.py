@@ -16,11 +16,17 @@ import subprocess
 import sys
 import time
 import urllib.request
-from typing import Sequence
+from typing import Any, Mapping, Sequence
 
-#: dummy credentials for the emulator; real deployments use the task role
+import boto3
+
+from processor.dynamodb.client import dynamodb_client
+
+#: dummy credentials and region for the emulator (real deployments use the task role): the one
+#: place they are written; processes get them through `environment()`, clients through `client()`
 LOCAL_ENVIRONMENT = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local",
                      "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1"}
+REGION = LOCAL_ENVIRONMENT["AWS_REGION"]
 
 
 class EmulatorError(RuntimeError):
@@ -55,7 +61,7 @@ class LocalEmulator:
             raise EmulatorError(f"the local emulator needs the 'local' extra ({missing.name} is missing): "
                                 "pip install 'conversation-state-processor[local]'") from None
         log = open(self._log_path, "ab") if self._log_path else subprocess.DEVNULL
-        env = dict(os.environ, **LOCAL_ENVIRONMENT)
+        env = self.environment()
         self._process = subprocess.Popen([sys.executable, "-m", "devstack.emulator.server", *self._args],
                                          stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env)
         deadline = time.monotonic() + timeout
@@ -75,6 +81,20 @@ class LocalEmulator:
                 return True
         except OSError:
             return False
+
+    @staticmethod
+    def environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+        """An environment for a process that talks to the emulator (the daemon, its children)."""
+        return dict(os.environ if base is None else base, **LOCAL_ENVIRONMENT)
+
+    def client(self, service: str) -> Any:
+        """A boto3 client of the emulator, credentials given explicitly (no environment needed);
+        DynamoDB's with the processor's own client settings."""
+        credentials = {"aws_access_key_id": LOCAL_ENVIRONMENT["AWS_ACCESS_KEY_ID"],
+                       "aws_secret_access_key": LOCAL_ENVIRONMENT["AWS_SECRET_ACCESS_KEY"]}
+        if service == "dynamodb":
+            return dynamodb_client(self.endpoint, region=REGION, credentials=credentials)
+        return boto3.client(service, endpoint_url=self.endpoint, region_name=REGION, **credentials)
 
     def meter(self, *tables: str) -> dict:
         """Per table: request counts, write units and the applied PutItem items (needs `meter=True`)."""

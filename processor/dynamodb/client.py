@@ -2,7 +2,7 @@
 policy), and the on-demand tables the processor and the local stack create."""
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping
 
 import boto3
 from botocore.config import Config
@@ -11,11 +11,13 @@ from botocore.exceptions import ClientError
 from processor.dynamodb.item import KEY
 
 
-def dynamodb_client(endpoint_url: str | None = None, region: str | None = None, pool: int = 32) -> Any:
-    """A DynamoDB client with botocore's own retries off: `processor.dynamodb.retry` owns the policy."""
+def dynamodb_client(endpoint_url: str | None = None, region: str | None = None, pool: int = 32,
+                    credentials: Mapping[str, str] | None = None) -> Any:
+    """A DynamoDB client with botocore's own retries off: `processor.dynamodb.retry` owns the policy.
+    Credentials come from the standard provider chain unless given (`aws_access_key_id`, ...)."""
     config = Config(retries={"max_attempts": 1, "mode": "standard"}, max_pool_connections=pool,
                     connect_timeout=5, read_timeout=30)
-    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=config)
+    return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=config, **(credentials or {}))
 
 
 def ensure_table(client: Any, table: str, key: str = KEY) -> None:

@@ -1,0 +1,82 @@
+"""`processor demo` and `processor generate`: the commands the local stack adds to `processor`."""
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from devstack.storm import StormShape, write_storm
+from devstack.workdir import workdir
+from processor.cli.render import counts_table, write_json
+from processor.config import load_settings
+
+
+def register(commands: argparse._SubParsersAction) -> None:
+    from devstack import demo
+
+    parser = commands.add_parser("demo", help="the main job on the embedded local stack, with the real KCL daemon",
+                                 description=demo.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", help="JSONL events to put (default: a generated Genesys storm)")
+    parser.add_argument("--config", help="settings TOML (adapter, flush, retention)")
+    parser.add_argument("--shards", type=int, default=4, help="stream shards (default 4)")
+    parser.add_argument("--reshard", action="store_true", help="split a shard half-way through the run")
+    parser.add_argument("--conversations", type=int, default=5_000, help="size of the generated storm")
+    parser.add_argument("--export", help="write the table's final items here as JSONL")
+    parser.add_argument("--report", help="write the run's counts here as JSON")
+    parser.add_argument("--workdir", help="keep logs, state and settings here (default: a temporary directory)")
+    parser.set_defaults(run=run_demo)
+
+    generate = commands.add_parser("generate", help="write a realistic Genesys event storm as JSONL")
+    generate.add_argument("out", help="JSONL file to write")
+    generate.add_argument("--conversations", type=int, default=StormShape.conversations)
+    generate.add_argument("--seed", type=int, default=StormShape.seed)
+    generate.set_defaults(run=run_generate)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from devstack.demo import run_demo as demo
+
+    settings = load_settings(args.config)
+    console = Console(stderr=True)
+    with workdir(args.workdir, "processor-demo-") as directory:
+        events = args.events
+        if events is None:
+            events = os.path.join(directory, "storm.jsonl")
+            count = write_storm(events, StormShape(conversations=args.conversations))
+            console.print(f"generated a Genesys storm: {count:,} events over {args.conversations:,} conversations")
+        elif not os.path.exists(events):
+            raise ValueError(f"events file not found: {events}")
+        result = demo(Path(events), settings, args.shards, args.reshard, directory, console, export=args.export)
+    if args.report:
+        write_json(args.report, result.report())
+    _summary(Console(), result, args)
+    return 0 if result.matches_replay else 1
+
+
+def _summary(console: Console, result, args: argparse.Namespace) -> None:
+    summary = counts_table("processor demo: the real KCL daemon on the local stack", result.report())
+    summary.add_row("dead letters", f"{result.dead_letters:,}")
+    summary.add_row("records put", f"{result.put:,}")
+    if result.split_parent:
+        summary.add_row("shard split mid-run", result.split_parent)
+    summary.add_row("throughput", f"{result.put / result.seconds:,.0f} records/s end to end ({result.seconds:.1f} s)")
+    summary.add_row("table equals `processor replay`", "yes" if result.matches_replay else "NO")
+    console.print(summary)
+    shards = Table("shard", "events", "changes", "writes", "checkpointed at", title="per shard", title_justify="left")
+    for shard, entry in sorted(result.per_shard.items()):
+        shards.add_row(shard, f"{entry['counters']['events']:,}", f"{entry['counters']['changes']:,}",
+                       f"{entry['sink']['writes']:,}", str(entry["sequence"]))
+    console.print(shards)
+    if args.export:
+        console.print(f"export: {args.export}")
+    if args.report:
+        console.print(f"report: {args.report}")
+
+
+def run_generate(args: argparse.Namespace) -> int:
+    count = write_storm(args.out, StormShape(conversations=args.conversations, seed=args.seed))
+    print(f"wrote {count:,} events over {args.conversations:,} conversations to {args.out}")
+    return 0

@@ -1,0 +1,67 @@
+"""The `processor` command: one subcommand per job, grouped by who runs it.
+
+    processor kcl | daemon                      the container: the KCL child, the MultiLangDaemon
+    processor replay EVENTS.jsonl [...]          operators: re-run a captured file after an outage
+    processor status | reprocess | inspect      operators: the deployment's shards and conversations
+    processor demo | generate                   the local stack (a development checkout: devstack)
+    processor bench                             the benchmark (a development checkout: bench)
+
+Each group's module adds its parsers (`register`); the development groups are absent from the
+production image, where their commands say so instead of failing to import.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from typing import Sequence
+
+from botocore.exceptions import NoCredentialsError
+
+from processor.cli import daemon, operate, replay
+from processor.daemon import DaemonError
+from processor.dynamodb.retry import GaveUp
+from processor.operate import OperateError
+
+#: command groups of a development checkout: module -> the commands it adds
+DEVELOPMENT_GROUPS = {"devstack.cli": ("demo", "generate"), "bench.cli": ("bench",)}
+#: what a command may fail with that the user can act on: reported in one line, exit 2
+USER_ERRORS = (ValueError, GaveUp, OSError, OperateError, DaemonError, NoCredentialsError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=os.environ.get("PROCESSOR_LOG_LEVEL", "INFO"), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return args.run(args)
+    except USER_ERRORS as error:
+        print(f"processor: error: {error}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="processor", description=(
+        "Conversation-state stream processor: contact-center events to the state changes that matter."))
+    commands = parser.add_subparsers(dest="command", required=True)
+    for group in (daemon, replay, operate):
+        group.register(commands)
+    for module, names in DEVELOPMENT_GROUPS.items():
+        try:
+            importlib.import_module(module).register(commands)
+        except ImportError:
+            for name in names:
+                _absent(commands, name, module.split(".")[0])
+    return parser
+
+
+def _absent(commands: argparse._SubParsersAction, name: str, package: str) -> None:
+    def refuse(args: argparse.Namespace) -> int:
+        raise ValueError(f"`processor {name}` is part of the development checkout ({package}), which this "
+                         "installation does not have: clone the repository and run ./dev")
+
+    parser = commands.add_parser(name, help=f"(development checkout only: {package})")
+    parser.add_argument("rest", nargs=argparse.REMAINDER)
+    parser.set_defaults(run=refuse)
