@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from typing import Iterable, Mapping
+from typing import Callable, Iterable, Mapping
 
 from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
@@ -27,6 +27,16 @@ TTL_SUFFIX_BYTES = 4
 _STATE = b"c:"
 _SEQUENCE = b"m:sequence"
 _HELD = b"m:held"
+_FORMAT = b"m:format"
+
+#: the layout of the values: (version, recent keys, {field: (stamp, value)}) as exact JSON. Stores
+#: written before formats were recorded have this layout too. Another format is refused with
+#: `StoreFormatError`; the state is a cache of DynamoDB, so the KCL child rebuilds it (I6).
+FORMAT = 1
+
+
+class StoreFormatError(RuntimeError):
+    """The store was written in a format this processor does not read."""
 
 #: conversation id -> (the sequence number safe to checkpoint before its first unwritten stamp
 #: (None: before the shard's first record), epoch seconds since when it is held)
@@ -60,9 +70,35 @@ class ShardStore:
         self.path = path
         self._retention = retention_seconds
         self._read_only = read_only
-        self._db = self._open_when_free(lock_wait_seconds)
         # A TTL database stores a 4-byte timestamp after each value; only a plain open sees it.
         self._suffix = TTL_SUFFIX_BYTES if read_only and retention_seconds else 0
+        self._db = self._open_when_free(lock_wait_seconds)
+        try:
+            self._check_format()
+        except StoreFormatError:
+            self._db.close()
+            raise
+
+    @classmethod
+    def rebuilt_if_foreign(cls, path: str, retention_seconds: int | None, lock_wait_seconds: float = 0.0,
+                           log: Callable[[str], None] = lambda _: None) -> ShardStore:
+        """The shard's store; one in a format this processor does not read is removed first (its
+        state is a cache of DynamoDB: conversations are read back as they return, I6)."""
+        try:
+            return cls(path, retention_seconds, lock_wait_seconds=lock_wait_seconds)
+        except StoreFormatError as foreign:
+            log(str(foreign))
+            Rdict.destroy(path)
+            return cls(path, retention_seconds, lock_wait_seconds=lock_wait_seconds)
+
+    def _check_format(self) -> None:
+        found = self._value(self._db.get(_FORMAT))
+        if found is not None and found != str(FORMAT).encode("ascii"):
+            raise StoreFormatError(f"the state in {self.path} has format {found.decode('ascii', 'replace')}; this "
+                                   f"processor reads format {FORMAT}: remove the directory (the state is rebuilt "
+                                   "from DynamoDB) or run the version that wrote it")
+        if found is None and not self._read_only:
+            self._db.put(_FORMAT, str(FORMAT).encode("ascii"))
 
     def _open_when_free(self, wait_seconds: float) -> Rdict:
         deadline = time.monotonic() + wait_seconds
@@ -129,6 +165,7 @@ class ShardStore:
         self._db.close()
         Rdict.destroy(self.path)
         self._db = self._open()
+        self._check_format()
 
     def get(self, conversation_id: str) -> ConversationState | None:
         data = self._value(self._db.get(_STATE + conversation_id.encode("utf-8")))
@@ -152,6 +189,7 @@ class ShardStore:
             batch.put(_SEQUENCE, sequence.encode("ascii"))
         if held is not None:
             batch.put(_HELD, codec.dumps(held))
+        batch.put(_FORMAT, str(FORMAT).encode("ascii"))  # rewritten, or TTL would expire it
         self._db.write(batch)
 
     def compact(self) -> None:
