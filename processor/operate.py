@@ -13,7 +13,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import AbstractSet, Any, Iterable, Iterator, Mapping
 
-from processor.dynamodb.item import KEY, STAMPS, TTL, VERSION, KEYS, deserialize
+from processor.adapters import parse_time_ms
+from processor.dynamodb.item import KEY, KEYS, STAMPS, TTL, VERSION, deserialize
 from processor.store import ShardStore, shard_directory
 
 MASK = "•••"
@@ -56,8 +57,7 @@ def shard_status(kinesis: Any, dynamodb: Any, stream: str, application: str) -> 
         shard_id = shard["ShardId"]
         lease = held.get(shard_id, {})
         checkpoint = lease.get("checkpoint")
-        is_open = "EndingSequenceNumber" not in shard["SequenceNumberRange"]
-        statuses.append(ShardStatus(shard_id, _parents(shard), tuple(sorted(children.get(shard_id, []))), is_open,
+        statuses.append(ShardStatus(shard_id, _parents(shard), tuple(sorted(children.get(shard_id, []))), is_open(shard),
                                     lease.get("leaseOwner"), checkpoint,
                                     lag_ms(kinesis, stream, shard_id, checkpoint) if lease else None))
     return statuses
@@ -207,13 +207,15 @@ def _local_state(conversation_id: str, state_dir: str, retention_seconds: int | 
 
 
 def parse_time(text: str) -> int:
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        raise OperateError(f"--from takes TRIM_HORIZON or an ISO-8601 time, not {text!r}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return int(moment.timestamp() * 1000)
+    millis = parse_time_ms(text)
+    if millis is None:
+        raise OperateError(f"--from takes TRIM_HORIZON or an ISO-8601 time, not {text!r}")
+    return millis
+
+
+def is_open(shard: Mapping[str, Any]) -> bool:
+    """Whether a ListShards entry is still open (a reshard closes it: it gets an ending sequence)."""
+    return "EndingSequenceNumber" not in shard["SequenceNumberRange"]
 
 
 def _parents(shard: Mapping[str, Any]) -> tuple[str, ...]:
