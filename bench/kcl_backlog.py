@@ -4,7 +4,7 @@
 
 Reports the put rate, the time from worker start to the first checkpoint past TRIM_HORIZON (KCL start-up
 and lease taking), and the drain rate until every record is checkpointed, with the engine's and the
-sink's counts beside it, so the time can be attributed.
+sink's counts beside it (summed from the children's EMF metric lines), so the time can be attributed.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from processor.config import Settings
-from devstack.demo import Producer, Stack, batches, lease_checkpoints, shard_stats, total_counters, wait_until_drained
+from devstack.demo import Producer, Stack, batches, totals, wait_until_drained
 from processor.replay import read_lines
 from devstack.storm import StormShape, write_storm
 
@@ -50,14 +50,15 @@ def main() -> None:
 
             wait_until_drained(stack, producer, timeout=7200, on_tick=tick)
             total = time.perf_counter() - started
-            stats = shard_stats(str(stack.state_dir))
-            counters, writes = total_counters(stats)
-            sink = {name: sum(e["sink"][name] for e in stats.values()) for name in ("writes", "reads", "conflicts")}
+            stack.stop_daemons()  # the children's last EMF lines: the sums are totals now
+            counts = totals(stack.shard_metrics())
         startup = first[0] if first else 0.0
+        sink = {"writes": counts["Writes"], "reads": counts["Reads"], "conflicts": counts["Conflicts"]}
         results = {"records": producer.put, "shards": args.shards, "put_per_s": round(producer.put / put_seconds),
                    "drain_seconds": round(total, 1), "startup_seconds": round(startup, 1),
                    "drain_per_s_after_startup": round(producer.put / max(total - startup, 1e-9)),
-                   "changes": counters.changes, "exact_repeats": counters.exact_repeats, "flushes": counters.flushes,
+                   "events": counts["Events"], "changes": counts["Changes"],
+                   "exact_repeats": counts["ExactRepeats"], "flushes": counts["Flushes"],
                    "dynamodb": sink, "dynamodb_requests_per_s": round((sink["writes"] + sink["reads"]) / max(total - startup, 1e-9))}
         print(json.dumps(results, indent=2))
         if args.out:

@@ -17,7 +17,7 @@ from typing import Any
 from processor.config import Settings
 from devstack.daemon import Daemon
 from processor.deadletters import JsonlDeadLetters
-from devstack.demo import Producer, Stack, batches, wait_until_drained
+from devstack.demo import Producer, Stack, batches, totals, wait_until_drained
 from processor.engine import FlushPolicy, ShardEngine
 from processor.model import Record
 from processor.replay import read_lines, replay, route
@@ -69,7 +69,8 @@ def run_catchup(events: str, client: Any, table: str, settings: Settings, workdi
 
 
 def run_kcl(events: str, emulator: Any, settings: Settings, workdir: Path) -> dict[str, Any]:
-    """Put the backlog first, then start the daemon and time it until every record is checkpointed."""
+    """Put the backlog first, then start the daemon and time it until every record is checkpointed.
+    `events`: the records the children took in, by their EMF lines (equal to `put` in a clean run)."""
     with Stack(workdir, settings, shards=SHARDS, emulator=emulator) as stack:
         producer = Producer(stack.kinesis, settings.build_adapter())
         for batch in batches(read_lines(events), 500):
@@ -83,7 +84,10 @@ def run_kcl(events: str, emulator: Any, settings: Settings, workdir: Path) -> di
 
         wait_until_drained(stack, producer, timeout=3600, on_tick=sample)
         seconds = time.perf_counter() - started
-    return {"seconds": seconds, "tree_peak_rss_mb": round(peak[0], 1)}
+        stack.stop_daemons()  # the children's last EMF lines: the sums are totals now
+        counts = totals(stack.shard_metrics())
+    return {"seconds": seconds, "tree_peak_rss_mb": round(peak[0], 1), "put": producer.put,
+            "events": counts["Events"]}
 
 
 def tree_rss_mb(daemon: Daemon) -> float:

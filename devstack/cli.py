@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.table import Table
@@ -12,6 +13,9 @@ from devstack.storm import StormShape, write_storm
 from devstack.workdir import workdir
 from processor.cli.render import counts_table, write_json
 from processor.config import load_settings
+
+if TYPE_CHECKING:
+    from devstack.demo import DemoResult
 
 
 def register(commands: argparse._SubParsersAction) -> None:
@@ -56,7 +60,7 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0 if result.matches_replay else 1
 
 
-def _summary(console: Console, result, args: argparse.Namespace) -> None:
+def _summary(console: Console, result: DemoResult, args: argparse.Namespace) -> None:
     summary = counts_table("processor demo: the real KCL daemon on the local stack", result.report())
     summary.add_row("dead letters", f"{result.dead_letters:,}")
     summary.add_row("records put", f"{result.put:,}")
@@ -65,15 +69,21 @@ def _summary(console: Console, result, args: argparse.Namespace) -> None:
     summary.add_row("throughput", f"{result.put / result.seconds:,.0f} records/s end to end ({result.seconds:.1f} s)")
     summary.add_row("table equals `processor replay`", "yes" if result.matches_replay else "NO")
     console.print(summary)
-    shards = Table("shard", "events", "changes", "writes", "checkpointed at", title="per shard", title_justify="left")
-    for shard, entry in sorted(result.per_shard.items()):
-        shards.add_row(shard, f"{entry['counters']['events']:,}", f"{entry['counters']['changes']:,}",
-                       f"{entry['sink']['writes']:,}", str(entry["sequence"]))
-    console.print(shards)
+    console.print(_per_shard(result))
     if args.export:
         console.print(f"export: {args.export}")
     if args.report:
         console.print(f"report: {args.report}")
+
+
+def _per_shard(result: DemoResult) -> Table:
+    """Counts from the shards' EMF lines; checkpoints from the lease table."""
+    shards = Table("shard", "events", "changes", "writes", "checkpointed at", title="per shard", title_justify="left")
+    for shard in sorted(set(result.per_shard) | set(result.checkpoints)):
+        metrics = result.per_shard.get(shard, {})
+        shards.add_row(shard, *(f"{metrics.get(name, 0):,}" for name in ("Events", "Changes", "Writes")),
+                       result.checkpoints.get(shard) or "-")
+    return shards
 
 
 def run_generate(args: argparse.Namespace) -> int:

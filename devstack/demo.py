@@ -7,17 +7,22 @@
      splitting a shard half-way through when asked;
   5. wait until every record is processed and checkpointed (open shards at their last sequence,
      closed ones at SHARD_END), showing progress;
-  6. stop the daemon (SIGTERM: children flush and checkpoint), export the table, write the report,
-     and check the table against `processor replay` of the same events.
+  6. stop the daemon (SIGTERM: children flush, checkpoint and write their last metrics line),
+     export the table, write the report, and check the table against `processor replay` of the
+     same events.
+
+Progress and counts come from what production emits, nothing the harness asks for: each child's
+CloudWatch EMF lines, which the daemon echoes into its log, and the checkpoints in the lease table.
 """
 from __future__ import annotations
 
 import dataclasses
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import orjson
 
@@ -26,11 +31,10 @@ from processor.config import Settings
 from devstack.daemon import Daemon, local_properties
 from processor.deadletters import JsonlDeadLetters
 from devstack.emulator import LocalEmulator
-from processor.engine import Counters
 from processor.dynamodb.item import KEY
-from processor.kcl import STATS_SUFFIX
+from processor.metrics import COUNTER_METRICS, DELTAS, SINK_METRICS
 from processor.operate import leases, list_shards
-from processor.replay import export_table, read_lines, replay, route, scan_items
+from processor.replay import REPORT_KEYS, export_table, read_lines, replay, route, scan_items
 from processor.dynamodb.sink import DynamoSink
 from processor.dynamodb.client import ensure_table
 
@@ -106,23 +110,77 @@ def closed_shards(kinesis: Any, stream: str = STREAM) -> set[str]:
     return {s["ShardId"] for s in shards if "EndingSequenceNumber" in s["SequenceNumberRange"]}
 
 
-def shard_stats(state_dir: str) -> dict[str, dict]:
-    """The latest totals each shard's child left (one worker: the demo's case)."""
-    stats = {}
-    for path in Path(state_dir).glob(f"*/*{STATS_SUFFIX}"):
-        try:
-            entry = orjson.loads(path.read_bytes())
-        except (OSError, orjson.JSONDecodeError):
+#: the start of an EMF line as the daemon echoes it: raw, unprefixed (the wrapped copy it also logs,
+#: "... Received error line from subprocess [{...}] for shard ...", is not counted)
+EMF_PREFIX = b'{"_aws"'
+
+
+def emf_lines(lines: Iterable[bytes]) -> Iterator[dict[str, Any]]:
+    """The EMF metric lines among a daemon's log lines (JSON objects with `_aws` and `ShardId`)."""
+    for line in lines:
+        if not line.startswith(EMF_PREFIX):
             continue
-        stats[entry["shard"]] = entry
-    return stats
+        try:
+            entry = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            continue  # torn by another thread's output: cannot be attributed
+        if isinstance(entry, dict) and "ShardId" in entry:
+            yield entry
+
+
+def add_deltas(sums: dict[str, Counter], entries: Iterable[dict[str, Any]]) -> None:
+    """Add each line's delta metrics to its shard's sums."""
+    for entry in entries:
+        shard = sums.setdefault(entry["ShardId"], Counter())
+        shard.update({name: int(entry[name]) for name in DELTAS if name in entry})
+
+
+@dataclass
+class ShardMetrics:
+    """Per shard and metric, the sum of the EMF deltas in the workers' logs: after every child
+    wrote its last line (a graceful stop or shard end), what the children did; meanwhile, progress
+    to the last line (one each `metrics_seconds`). Reads each log on from where it stopped."""
+
+    offsets: dict[Path, int] = field(default_factory=dict)
+    sums: dict[str, Counter] = field(default_factory=dict)
+
+    def follow(self, log: Path) -> None:
+        """Count `log` from its current end (an earlier run's lines in a reused workdir are not ours);
+        a worker restarted onto the same log is already followed."""
+        self.offsets.setdefault(log, log.stat().st_size if log.exists() else 0)
+
+    def read(self) -> dict[str, Counter]:
+        """shard id -> metric -> sum so far."""
+        for log, offset in self.offsets.items():
+            if not log.exists():
+                continue
+            with open(log, "rb") as source:
+                source.seek(offset)
+                text = source.read()
+            complete = text.rfind(b"\n") + 1  # a line still being written is read next time
+            add_deltas(self.sums, emf_lines(text[:complete].splitlines()))
+            self.offsets[log] = offset + complete
+        return self.sums
+
+
+def totals(per_shard: dict[str, Counter]) -> Counter:
+    """metric -> sum over every shard."""
+    return sum(per_shard.values(), Counter())
+
+
+def report_of(metric_totals: dict[str, int], conversations: int) -> dict[str, int]:
+    """The `processor replay` report from summed metrics; `conversations`: the items in the table
+    (a conversation that moved shards was looked up by each, counted once here)."""
+    metric = {**COUNTER_METRICS, **SINK_METRICS}
+    values = {key: int(metric_totals.get(metric[key], 0)) for key in REPORT_KEYS}
+    values["conversations"] = conversations
+    return values
 
 
 @dataclass
 class DemoResult:
-    counters: Counters
-    writes: int
-    per_shard: dict[str, dict]
+    per_shard: dict[str, Counter]  # shard id -> metric -> sum (ShardMetrics)
+    checkpoints: dict[str, str]  # shard id -> its lease's checkpoint at the end
     put: int
     seconds: float
     matches_replay: bool
@@ -131,11 +189,7 @@ class DemoResult:
     conversations: int  # items in the table: a conversation that moved shards counts once
 
     def report(self) -> dict[str, int]:
-        values = {name: getattr(self.counters, name) for name in
-                  ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes")}
-        values["writes"] = self.writes
-        values["conversations"] = self.conversations
-        return {name: int(value) for name, value in values.items()}
+        return report_of(totals(self.per_shard), self.conversations)
 
 
 class Stack:
@@ -149,6 +203,7 @@ class Stack:
         self._own_emulator = emulator is None
         self.emulator = emulator or LocalEmulator(log_path=str(workdir / "emulator.log"))
         self.daemons: list[Daemon] = []
+        self.metrics = ShardMetrics()
 
     def __enter__(self) -> Stack:
         if self._own_emulator:
@@ -168,16 +223,29 @@ class Stack:
         config = self.workdir / f"{name}.toml"
         settings = dataclasses.replace(
             self.settings, state_dir=str(self.state_dir / name), endpoint=self.emulator.endpoint,
-            stamp_hold_seconds=min(self.settings.stamp_hold_seconds, DEMO_STAMP_HOLD_SECONDS), **overrides)
+            stamp_hold_seconds=min(self.settings.stamp_hold_seconds, DEMO_STAMP_HOLD_SECONDS),
+            metrics_seconds=min(self.settings.metrics_seconds, DEMO_METRICS_SECONDS), **overrides)
         config.write_text(settings.to_toml())
         properties = self.workdir / f"{name}.properties"
         executable = f"{sys.executable} -m processor.cli kcl --config {config}"
         properties.write_text(local_properties(endpoint=self.emulator.endpoint, stream=STREAM,
                                                application=APPLICATION, executable=executable,
                                                extra={"workerId": name}))
-        daemon = Daemon(properties, self.workdir / f"{name}.log", self.emulator.environment()).start()
+        log = self.workdir / f"{name}.log"
+        self.metrics.follow(log)
+        daemon = Daemon(properties, log, self.emulator.environment()).start()
         self.daemons.append(daemon)
         return daemon
+
+    def stop_daemons(self) -> None:
+        """Stop every worker gracefully: each child flushes, checkpoints and writes its last metrics
+        line, so `shard_metrics` then holds the totals."""
+        for daemon in self.daemons:
+            daemon.stop()
+
+    def shard_metrics(self) -> dict[str, Counter]:
+        """shard id -> metric -> sum of the EMF deltas the workers logged so far."""
+        return self.metrics.read()
 
     def __exit__(self, *exc: object) -> None:
         for daemon in self.daemons:
@@ -189,6 +257,8 @@ class Stack:
 #: the demo holds locally advanced stamps for seconds, not a minute, so the drain it waits for (every
 #: shard checkpointed at its last record) ends soon after the last put
 DEMO_STAMP_HOLD_SECONDS = 5.0
+#: each shard's EMF line every second, not every minute: the demo's progress and totals are read from them
+DEMO_METRICS_SECONDS = 1.0
 
 
 def batches(lines: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
@@ -233,14 +303,6 @@ def _projections(dynamodb: Any, table: str) -> dict[str, dict]:
             for item in scan_items(dynamodb, table)}
 
 
-def total_counters(stats: dict[str, dict]) -> tuple[Counters, int]:
-    counters, writes = Counters(), 0
-    for entry in stats.values():
-        counters = counters + Counters(**entry["counters"])
-        writes += entry["sink"]["writes"]
-    return counters, writes
-
-
 def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workdir: Path,
              console: Any, export: str | None = None, timeout: float = 900.0) -> DemoResult:
     """Everything `processor demo` does between parsing its arguments and printing its summary."""
@@ -257,11 +319,11 @@ def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workd
             last_line = [0.0]
 
             def show(checkpoints: dict[str, str] | None = None) -> None:
-                stats = shard_stats(str(stack.state_dir))
-                live.update(progress_table(producer, total, stats, checkpoints or {}))
+                per_shard = stack.shard_metrics()
+                live.update(progress_table(producer, total, per_shard, checkpoints or {}))
                 if not console.is_terminal and time.monotonic() - last_line[0] >= 10:  # logs get a line
                     last_line[0] = time.monotonic()
-                    done = sum(entry["counters"]["events"] for entry in stats.values())
+                    done = totals(per_shard)["Events"]
                     console.print(f"put {producer.put:,}/{total:,}, processed {done:,}", highlight=False)
 
             for batch in batches(read_lines(str(events)), PUT_BATCH):
@@ -271,16 +333,14 @@ def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workd
                 show()
             wait_until_drained(stack, producer, timeout, on_tick=show)
         seconds = time.perf_counter() - started
-        for daemon in stack.daemons:
-            daemon.stop()
-        stats = shard_stats(str(stack.state_dir))
-        counters, writes = total_counters(stats)
+        stack.stop_daemons()  # the children's last EMF lines make the sums totals
+        per_shard, checkpoints = dict(stack.shard_metrics()), lease_checkpoints(stack.dynamodb)
         if export:
             export_table(stack.dynamodb, settings.table, export)
         dead_letters = count_items(stack.dynamodb, settings.dead_letter_table)
         conversations = count_items(stack.dynamodb, settings.table)
         matches = replay_matches(stack, events, adapter, shards)
-    return DemoResult(counters, writes, stats, producer.put, seconds, matches, split_parent, dead_letters,
+    return DemoResult(per_shard, checkpoints, producer.put, seconds, matches, split_parent, dead_letters,
                       conversations)
 
 
@@ -289,18 +349,19 @@ def count_items(dynamodb: Any, table: str) -> int:
     return sum(page["Count"] for page in pages)
 
 
-def progress_table(producer: Producer, total: int, stats: dict[str, dict], checkpoints: dict[str, str]) -> Any:
+def progress_table(producer: Producer, total: int, per_shard: dict[str, Counter],
+                   checkpoints: dict[str, str]) -> Any:
     from rich.table import Table
 
-    processed = sum(entry["counters"]["events"] for entry in stats.values())
+    processed = totals(per_shard)["Events"]
     table = Table(title=f"put {producer.put:,}/{total:,}   processed {processed:,}", title_justify="left")
     for column in ("shard", "put", "processed", "checkpoint", "lag"):
         table.add_column(column, justify="right" if column != "shard" else "left")
-    for shard in sorted(set(producer.last_sequence) | set(stats)):
+    for shard in sorted(set(producer.last_sequence) | set(per_shard)):
         last = producer.last_sequence.get(shard, 0)
         checkpoint = checkpoints.get(shard, "")
         lag = "done" if checkpoint == "SHARD_END" else (
             f"{max(0, last - int(checkpoint)):,}" if checkpoint.isdigit() else "-")
-        table.add_row(shard, f"{last:,}", f"{stats.get(shard, {}).get('counters', {}).get('events', 0):,}",
-                      checkpoint or "-", lag)
+        events = per_shard.get(shard, Counter())["Events"]
+        table.add_row(shard, f"{last:,}", f"{events:,}", checkpoint or "-", lag)
     return table

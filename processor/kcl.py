@@ -9,16 +9,11 @@ checkpoint instead of being wedged or losing records.
 """
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
-import os
 import sys
 import time
-from pathlib import Path
 from typing import Any, Callable, TypeVar
-
-import orjson
 
 from amazon_kclpy import kcl
 from amazon_kclpy.checkpoint_error import CheckpointError
@@ -27,7 +22,7 @@ from amazon_kclpy.v3 import processor
 from processor.config import Settings, load_settings
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.engine import ShardEngine
-from processor.metrics import FlushMetrics
+from processor.metrics import COUNTER_METRICS, SINK_METRICS, FlushMetrics
 from processor.model import Record
 from processor.dynamodb.sink import DynamoSink
 from processor.dynamodb.client import dynamodb_client
@@ -92,7 +87,7 @@ class ShardProcessor(processor.RecordProcessorBase):
                                                     settings.dead_letter_retention_seconds),
                                   settings.flush_policy, checkpoint=checkpoint)
         self._checkpointed = checkpoint
-        self._metrics = FlushMetrics(self.shard_id)
+        self._metrics = FlushMetrics(self.shard_id, interval_seconds=settings.metrics_seconds)
         log.info("shard %s: initialized at KCL checkpoint %s, local sequence %s, %d conversations held",
                  self.shard_id, checkpoint, self.engine.committed_sequence, self.engine.held)
 
@@ -104,6 +99,8 @@ class ShardProcessor(processor.RecordProcessorBase):
                         for r in process_records_input.records])
         if engine.flush_due():
             self._checkpoint(process_records_input.checkpointer, self._flush())
+        elif self._metrics is not None and self._metrics.due():
+            self._report(None, final=False)
 
     @fatal_on_error
     def lease_lost(self, lease_lost_input: Any) -> None:
@@ -111,6 +108,7 @@ class ShardProcessor(processor.RecordProcessorBase):
         if self.engine is None:
             return  # already flushed and closed (KCL follows a graceful shutdown with lease_lost)
         self.engine.discard()
+        self._report(None, final=True)  # what this child did (writes issued, throttles) still counts
         log.info("shard %s: lease lost; unflushed changes dropped (the new owner replays them)", self.shard_id)
         self._close()
 
@@ -137,21 +135,24 @@ class ShardProcessor(processor.RecordProcessorBase):
         return self.engine
 
     def _flush(self, final: bool = False) -> str | None:
-        """Flush, then leave this child's running totals beside the shard's database and as metrics
-        (`final`: the shard stops here, so the metrics line is written now)."""
+        """Flush and note it in the metrics (`final`: the shard stops here, so the line is written now)."""
         engine = self._engine()
         started = time.perf_counter()
         sequence = engine.flush(final=final)
-        latency_ms = (time.perf_counter() - started) * 1000
-        write_stats(self.settings.state_dir, self.shard_id, engine)
-        if self._metrics is not None:
-            counters, sink = engine.counters, engine.sink.counters
-            self._metrics.record({"Events": counters.events, "ExactRepeats": counters.exact_repeats,
-                                  "NoopsCollapsed": counters.noop_collapsed, "Writes": sink.writes,
-                                  "Throttles": sink.throttles, "DeadLetters": counters.rejected,
-                                  "RefusedFields": counters.refused_fields, "HeldWrites": counters.held_writes},
-                                 latency_ms, self._millis_behind_latest, final, gauges={"Held": engine.held})
+        self._report((time.perf_counter() - started) * 1000, final)
         return sequence
+
+    def _report(self, flush_latency_ms: float | None, final: bool) -> None:
+        """Hand this child's running totals to the EMF metrics: production telemetry, and the only
+        place the local stack learns progress and counts from (it reads the daemon's log)."""
+        engine = self._engine()
+        if self._metrics is None:
+            return  # not initialized: nothing counted yet
+        counters, sink = engine.counters, engine.sink.counters
+        totals = {metric: getattr(counters, name) for name, metric in COUNTER_METRICS.items()}
+        totals.update({metric: getattr(sink, name) for name, metric in SINK_METRICS.items()})
+        self._metrics.record(totals, flush_latency_ms, self._millis_behind_latest, final,
+                             gauges={"Held": engine.held})
 
     def _checkpoint(self, checkpointer: Any, sequence: str | None, shard_end: bool = False) -> None:
         """Checkpoint as KCL documents: retry throttling, stop on shutdown, report invalid state.
@@ -181,27 +182,6 @@ class ShardProcessor(processor.RecordProcessorBase):
             self._store.close()
             self._store = None
         self.engine = None
-
-
-STATS_SUFFIX = ".stats.json"
-
-
-def stats_path(state_dir: str, shard_id: str) -> Path:
-    return Path(shard_directory(state_dir, shard_id) + STATS_SUFFIX)
-
-
-def write_stats(state_dir: str, shard_id: str, engine: ShardEngine) -> None:
-    """This process's totals for the shard (counters, sink requests, checkpointed sequence), replaced
-    atomically: what `processor demo` shows as progress and sums into its report."""
-    sink = engine.sink.counters
-    stats = {"shard": shard_id, "pid": os.getpid(), "sequence": engine.committed_sequence,
-             "counters": dataclasses.asdict(engine.counters),
-             "sink": {"writes": sink.writes, "reads": sink.reads, "conflicts": sink.conflicts,
-                      "throttles": sink.throttles}}
-    path = stats_path(state_dir, shard_id)
-    temporary = path.with_suffix(".tmp")
-    temporary.write_bytes(orjson.dumps(stats))
-    temporary.replace(path)
 
 
 def run_child(config: str | None = None) -> int:

@@ -145,7 +145,7 @@ def reprocess(kinesis: Any, dynamodb: Any, stream: str, application: str, start:
 
 
 def clear_local_state(state_dir: str, shard_ids: Iterable[str]) -> list[str]:
-    """Delete these shards' RocksDB (and stats) under `state_dir`, so no record is skipped as applied."""
+    """Delete these shards' RocksDB under `state_dir`, so no record is skipped as applied."""
     cleared = []
     for root in [Path(state_dir), *Path(state_dir).glob("*/")]:
         for shard_id in shard_ids:

@@ -16,7 +16,7 @@ import pytest
 
 from processor.config import Settings
 from devstack.demo import (Producer, Stack, batches, closed_shards, lease_checkpoints, lease_owners, replay_matches,
-                            shard_stats, total_counters, wait_until_drained)
+                            totals, wait_until_drained)
 from processor.replay import read_lines
 from devstack.storm import StormShape, write_storm
 
@@ -68,9 +68,9 @@ def test_sigterm_and_restart_resume_from_checkpoints_without_duplicate_writes(ev
         stack.start_daemon("worker-2")
         wait_until_drained(stack, producer, timeout=300)
         stack.daemons[-1].stop()
-        counters, _ = total_counters(shard_stats(str(stack.state_dir)))
-        conflicts = sum(entry["sink"]["conflicts"] for entry in shard_stats(str(stack.state_dir)).values())
-        assert conflicts == 0  # nothing was written twice: the restart replayed nothing already written
+        counts = totals(stack.shard_metrics())  # both workers' EMF lines, each child's last one included
+        assert counts["Events"] == len(lines)  # the second worker resumed exactly where the first checkpointed
+        assert counts["Conflicts"] == 0  # nothing was written twice: the restart replayed nothing already written
         assert replay_matches(stack, events, settings.build_adapter(), shards=2)
 
 
@@ -83,7 +83,8 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 
 def processed(stack: Stack) -> int:
-    return sum(entry["counters"]["events"] for entry in shard_stats(str(stack.state_dir)).values())
+    """Records the workers' children took in, as far as their EMF lines (one a second) tell yet."""
+    return totals(stack.shard_metrics())["Events"]
 
 
 def test_poison_records_are_dead_lettered_with_shard_and_sequence_and_the_shard_keeps_flowing(events, tmp_path):
@@ -212,7 +213,8 @@ def test_update_shard_count_up_and_down_under_load(events, tmp_path):
         assert len(closed) == 6 and len(shards) == 8  # 2 parents, 4 split children (closed by the merge), 2 merged
         checkpoints = lease_checkpoints(stack.dynamodb)
         assert all(checkpoints[shard] == "SHARD_END" for shard in closed if shard in checkpoints)
-        stats = shard_stats(str(stack.state_dir))
-        children = [entry for shard, entry in stats.items() if shard not in ("shardId-000000000000", "shardId-000000000001")]
-        assert sum(entry["counters"]["rehydrated"] for entry in children) > 0  # state followed the conversations
+        stack.stop_daemons()  # every child writes its last EMF line
+        children = [metrics for shard, metrics in stack.shard_metrics().items()
+                    if shard not in ("shardId-000000000000", "shardId-000000000001")]
+        assert sum(metrics["Rehydrated"] for metrics in children) > 0  # state followed the conversations
         assert replay_matches(stack, events, settings.build_adapter(), shards=2)
