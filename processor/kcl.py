@@ -72,8 +72,8 @@ class ShardProcessor(processor.RecordProcessorBase):
         client = dynamodb_client(settings.endpoint)
         adapter = settings.build_adapter()
         checkpoint = initialize_input.sequence_number
-        self._store = ShardStore(shard_directory(settings.state_dir, self.shard_id), settings.retention_seconds,
-                                 lock_wait_seconds=STORE_LOCK_WAIT_SECONDS)
+        self._store = ShardStore.rebuilt_if_foreign(shard_directory(settings.state_dir, self.shard_id),
+                                                    settings.retention_seconds, STORE_LOCK_WAIT_SECONDS, log.warning)
         local = self._store.last_sequence
         if not self._store.is_current_for(checkpoint):
             # Another worker took the shard past what this disk knows (the lease came back), or
