@@ -56,8 +56,11 @@ def fatal_on_error(hook: F) -> F:
 class ShardProcessor(processor.RecordProcessorBase):
     """initialize → process_records* → one of lease_lost / shard_ended / shutdown_requested."""
 
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, dynamodb: Callable[[Settings], Any] | None = None):
+        """`dynamodb`: makes the DynamoDB client from the settings (default: boto3's, for
+        `settings.endpoint`, credentials from the standard chain)."""
         self.settings = settings
+        self._dynamodb = dynamodb or (lambda chosen: dynamodb_client(chosen.endpoint))
         self.shard_id = "?"
         self.engine: ShardEngine | None = None
         self._store: ShardStore | None = None
@@ -69,7 +72,7 @@ class ShardProcessor(processor.RecordProcessorBase):
     def initialize(self, initialize_input: Any) -> None:
         self.shard_id = initialize_input.shard_id
         settings = self.settings
-        client = dynamodb_client(settings.endpoint)
+        client = self._dynamodb(settings)
         adapter = settings.build_adapter()
         checkpoint = initialize_input.sequence_number
         self._store = ShardStore.rebuilt_if_foreign(shard_directory(settings.state_dir, self.shard_id),

@@ -1,4 +1,6 @@
-"""Shared fixtures: Genesys samples, event builders, and one real DynamoDB API server per session."""
+"""Shared by every tier: Genesys samples, event builders, table helpers, the tier markers, and one
+real DynamoDB API server per session (the `emulator` fixture; tests/unit refuses to start it, and
+its `dynamodb` is the in-memory twin instead)."""
 from __future__ import annotations
 
 import copy
@@ -21,6 +23,13 @@ FIXTURES = Path(__file__).parent / "fixtures"
 GENESYS = FIXTURES / "genesys"
 
 os.environ.update(LocalEmulator.environment({}))  # every test process and child talks to the emulator
+
+
+def mark_directory(items: list[pytest.Item], directory: Path, marker: pytest.MarkDecorator) -> None:
+    """Mark every test collected below `directory`: a tier is a directory, its marker follows."""
+    for item in items:
+        if item.path.is_relative_to(directory):
+            item.add_marker(marker)
 
 
 def sample(name: str) -> dict[str, Any]:
@@ -87,11 +96,13 @@ def emulator():
 
 @pytest.fixture(scope="session")
 def dynamodb(emulator):
+    """The tier's DynamoDB client: moto over HTTP (tests/unit overrides it with the in-memory twin)."""
     return dynamodb_client(emulator.endpoint, region="us-east-1")
 
 
 @pytest.fixture
 def table(dynamodb) -> str:
+    """A fresh conversation table in the tier's DynamoDB."""
     name = f"conversations-{uuid.uuid4().hex[:10]}"
     ensure_table(dynamodb, name)
     return name

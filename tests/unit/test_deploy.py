@@ -12,6 +12,7 @@ from typing import Any
 
 import yaml
 
+from processor.cli import main
 from processor.config import Settings, load_settings
 from processor.daemon import ENVIRONMENT_OVERRIDES, read_properties
 from processor.dynamodb.item import KEY, TTL
@@ -19,7 +20,7 @@ from processor.adapters.jsonpath import compile_path
 from processor.adapters.genesys import GenesysAdapter
 from tests.conftest import sample, wrap_websocket_frame
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 TEMPLATE = ROOT / "deploy" / "template.yaml"
 #: the task's retention variables, the template parameter each comes from, and the setting it sets
 RETENTION_VARIABLES = {
@@ -107,16 +108,15 @@ def test_the_image_runs_the_daemon_under_tini_as_a_non_root_user_with_official_k
     assert 'CMD ["processor", "daemon"' in dockerfile
 
 
-def test_processor_daemon_renders_the_tasks_stream_application_and_region(tmp_path):
+def test_processor_daemon_renders_the_tasks_stream_application_and_region(tmp_path, monkeypatch, capsys):
     rendered = tmp_path / "kcl.properties"
-    env = {**os.environ, "KCL_STREAM_NAME": "prod-events", "KCL_APPLICATION_NAME": "prod-processor",
-           "AWS_REGION": "eu-west-1"}
-    result = subprocess.run([sys.executable, "-m", "processor.cli", "daemon", "--properties", str(ROOT / "kcl.properties"),
-                             "--rendered", str(rendered), "--dry-run"], capture_output=True, text=True, env=env,
-                            timeout=60)
-    assert result.returncode == 0, result.stderr
+    for name, value in {"KCL_STREAM_NAME": "prod-events", "KCL_APPLICATION_NAME": "prod-processor",
+                        "AWS_REGION": "eu-west-1"}.items():
+        monkeypatch.setenv(name, value)
+    code = main(["daemon", "--properties", str(ROOT / "kcl.properties"), "--rendered", str(rendered), "--dry-run"])
+    assert code == 0, capsys.readouterr().err
     properties = read_properties(rendered)
     assert (properties["streamName"], properties["applicationName"], properties["regionName"]) == (
         "prod-events", "prod-processor", "eu-west-1")
     assert properties["executableName"] == "processor kcl"
-    assert "software.amazon.kinesis.multilang.MultiLangDaemon" in result.stdout
+    assert "software.amazon.kinesis.multilang.MultiLangDaemon" in capsys.readouterr().out

@@ -2,7 +2,6 @@
 `processor reprocess`, `processor inspect`, and the per-flush EMF metrics."""
 from __future__ import annotations
 
-import io
 import json
 import re
 import subprocess
@@ -16,7 +15,7 @@ import pytest
 from processor.adapters.genesys import GenesysAdapter
 from processor.config import Settings
 from devstack.demo import Producer, Stack, batches, wait_until_drained
-from processor.metrics import NAMESPACE, FlushMetrics
+from processor.metrics import NAMESPACE
 from processor.operate import MASK
 from processor.replay import read_lines, scan_items
 from devstack.storm import StormShape, write_storm
@@ -93,21 +92,3 @@ def test_status_reprocess_and_inspect_against_the_running_and_stopped_applicatio
             wait_until_drained(stack, producer, timeout=300)
             again.stop()
             assert scan_items(stack.dynamodb, settings.table) == before  # replay is idempotent: no write at all
-
-
-def test_flush_metrics_are_deltas_written_once_an_interval_and_when_the_shard_stops():
-    out, now = io.StringIO(), [0.0]
-    metrics = FlushMetrics("shardId-000000000001", interval_seconds=60, out=out, clock=lambda: now[0])
-    totals = {"Events": 0, "ExactRepeats": 0, "NoopsCollapsed": 0, "Writes": 0, "Throttles": 0, "DeadLetters": 0}
-    for second in range(0, 121):
-        now[0] = float(second)
-        totals = {name: value + 2 for name, value in totals.items()}
-        metrics.record(totals, flush_latency_ms=3.0, millis_behind_latest=500)
-    now[0] = 130.0
-    metrics.record({name: value + 1 for name, value in totals.items()}, 4.0, 0, final=True)
-    lines = [json.loads(line) for line in out.getvalue().splitlines()]
-    assert len(lines) == 3  # after 60 s, after 120 s, and at the stop
-    assert sum(line["Events"] for line in lines) == 243
-    assert [line["ShardSeconds"] for line in lines] == [60.0, 60.0, 10.0]
-    assert len(lines[0]["FlushLatency"]) == 61 and lines[-1]["MillisBehindLatest"] == 0
-    assert {m["Name"] for m in lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]} == set(lines[0]) - {"_aws", "ShardId"}

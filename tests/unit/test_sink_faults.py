@@ -6,7 +6,6 @@ import stat
 
 import pytest
 
-from processor.dynamodb import retry, sink as sink_module
 from processor.adapters.genesys import GenesysAdapter
 from processor.deadletters import MAX_INLINE_BYTES, JsonlDeadLetters
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
@@ -17,13 +16,8 @@ from processor.dynamodb.retry import GaveUp
 from processor.dynamodb.sink import MAX_CONFLICT_ROUNDS, DynamoSink, RefusedItem
 from tests.twins import Faults, MemoryDynamoDB, client_error
 
+pytestmark = pytest.mark.usefixtures("no_backoff")
 derive = GenesysAdapter().derive
-
-
-@pytest.fixture(autouse=True)
-def no_sleep(monkeypatch):
-    monkeypatch.setattr(retry.time, "sleep", lambda _: None)
-    monkeypatch.setattr(sink_module.time, "sleep", lambda _: None)
 
 
 def state(**fields: tuple[int, object]) -> ConversationState:

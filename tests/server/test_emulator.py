@@ -10,7 +10,6 @@ from botocore.exceptions import ClientError
 
 from devstack.emulator import LocalEmulator
 
-pytestmark = pytest.mark.server
 
 
 def test_it_starts_on_a_free_loopback_port_and_stops_by_pid():

@@ -206,7 +206,6 @@ def test_without_its_safeguard_each_scenario_goes_wrong(scenario, safeguard, tmp
         monkeypatch.setattr(ShardStore, "is_current_for", lambda self, checkpoint: True)
     else:
         monkeypatch.setattr(ShardEngine, "checkpoint_sequence", property(lambda self: self.committed_sequence))
-        monkeypatch.setattr(ShardEngine, "_due_held", lambda self, final: set())
     (events, records), schedule, last = scenario
     assert wrong_conversations(events, records, schedule, last, 60, tmp_path) != []
 

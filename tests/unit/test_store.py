@@ -79,3 +79,27 @@ def test_a_store_still_held_by_a_closing_process_is_waited_for(tmp_path):
     with pytest.raises(Exception, match="LOCK"):
         ShardStore(str(tmp_path / "s"))  # no wait: the error as it is
     held.close()
+
+
+def test_a_store_records_its_format_and_refuses_another_with_a_clear_error(tmp_path):
+    from processor.store import FORMAT, StoreFormatError
+
+    store = ShardStore(str(tmp_path / "s"))
+    store.commit({}, "7")
+    store._db.put(b"m:format", b"2")  # as a future version would leave it
+    store.close()
+    with pytest.raises(StoreFormatError, match=f"format 2; this processor reads format {FORMAT}"):
+        ShardStore(str(tmp_path / "s"))
+    rebuilt = ShardStore.rebuilt_if_foreign(str(tmp_path / "s"), None)  # what the KCL child does: a cache
+    assert rebuilt.last_sequence is None
+    rebuilt.close()
+
+
+def test_a_store_written_before_formats_were_recorded_is_read_as_format_1(tmp_path):
+    store = ShardStore(str(tmp_path / "s"))
+    store.commit({"c1": ConversationState({"q": Register(5, "Q1")}, [1], 2)}, "9")
+    store._db.delete(b"m:format")  # the layout of 4dfb72b's stores, which recorded none
+    store.close()
+    again = ShardStore(str(tmp_path / "s"))
+    assert again.get("c1").registers == {"q": Register(5, "Q1")} and again.last_sequence == "9"
+    again.close()

@@ -1,5 +1,7 @@
 """`processor inspect` masks every projection value unless its field is known non-PII (the adapter's
-`public_fields`) or the operator shows it (`[inspect] show`); `[inspect] mask` always wins (I10)."""
+`public_fields`) or the operator shows it (`[inspect] show`); `[inspect] mask` always wins (I10):
+the command as an operator runs it, over a table `processor replay` filled. The masking rules
+alone: tests/unit/test_inspect_mask.py."""
 from __future__ import annotations
 
 import json
@@ -8,11 +10,7 @@ import sys
 import uuid
 from pathlib import Path
 
-import pytest
-
-from processor.adapters.generic import GenericAdapter
-from processor.adapters.genesys import GenesysAdapter
-from processor.operate import MASK, mask, shown_fields
+from processor.operate import MASK
 from tests.conftest import T0, detail_event
 
 PROCESSOR = [sys.executable, "-m", "processor.cli"]
@@ -55,7 +53,6 @@ class Deployment:
         return [found["dynamodb"]["projection"], *(shard["projection"] for shard in found["local"].values())]
 
 
-@pytest.mark.server
 def test_generic_fields_are_masked_unless_the_operator_shows_them(tmp_path, emulator):
     envelopes = [{"id": "1", "detail": {"contactId": "k1", "timestamp": T0, "customerPhone": "+15551234567",
                                         "status": "Active"}}]
@@ -66,7 +63,6 @@ def test_generic_fields_are_masked_unless_the_operator_shows_them(tmp_path, emul
         assert projection == {"customerPhone": MASK, "status": "Active"}
 
 
-@pytest.mark.server
 def test_genesys_ids_in_clear_attributes_masked_and_mask_wins(tmp_path, emulator):
     envelopes = [detail_event("c1", "acd.start", 1, queueId="queue-7"),
                  detail_event("c1", "attributes", 2, attributes={"accountNumber": "12345678"})]
@@ -76,16 +72,3 @@ def test_genesys_ids_in_clear_attributes_masked_and_mask_wins(tmp_path, emulator
         assert projection["attributes"] == {"accountNumber": MASK}  # which keys are set, not their values
     for projection in deployment.inspect("c1", '[inspect]\nmask = ["queueId"]\nshow = ["queueId"]\n'):
         assert projection["queueId"] == MASK and projection["mediaType"] == "VOICE"
-
-
-def test_mask_keeps_only_shown_values():
-    values = {"status": "Open", "customerPhone": "+15551234567", "attributes": {"a": "x"}, "tags": ["vip"]}
-    assert mask(values) == {"status": MASK, "customerPhone": MASK, "attributes": {"a": MASK}, "tags": MASK}
-    assert mask(values, {"status"})["status"] == "Open"
-
-
-def test_shown_fields_are_public_plus_show_less_mask():
-    assert shown_fields({"queueId", "ended"}, ["status"], ["queueId", "status"]) == {"ended"}
-    assert GenericAdapter.public_fields == frozenset()
-    assert {"queueId", "agentUserId", "durationMs"} <= GenesysAdapter.public_fields
-    assert not {"attributes", "participants"} & GenesysAdapter.public_fields

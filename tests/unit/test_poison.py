@@ -14,19 +14,16 @@ from processor.model import Record
 from processor.dynamodb.sink import DynamoSink
 from processor.store import ShardStore
 from tests.conftest import T0, detail_event
-from tests.twins import Faults, MemoryDynamoDB, client_error
+from tests.twins import Crash, DyingDeadLetters, Faults, MemoryDynamoDB, client_error
 
 genesys = GenesysAdapter()
 ARRIVAL = T0 + 3_600_000
 
 
-class Crash(Exception):
-    pass
-
-
-def engine(tmp_path, client: MemoryDynamoDB, adapter=genesys) -> ShardEngine:
+def engine(tmp_path, client: MemoryDynamoDB, adapter=genesys, dead_letters=None) -> ShardEngine:
     return ShardEngine("shardId-000000000001", adapter, ShardStore(str(tmp_path / "state")),
-                       DynamoSink(client, "conversations", adapter.derive), DynamoDeadLetters(client, "dead-letters"),
+                       DynamoSink(client, "conversations", adapter.derive),
+                       dead_letters or DynamoDeadLetters(client, "dead-letters"),
                        FlushPolicy(max_records=10 ** 6), clock=lambda: ARRIVAL / 1000)
 
 
@@ -52,12 +49,11 @@ def test_a_value_dropped_at_write_time_is_dead_lettered_before_the_item_is_writt
     """Were the dead letter written after the item, a crash in between would lose the value for
     good: the replay finds the item (tombstone and event keys) and sees nothing to refuse."""
     client = MemoryDynamoDB()
-    shard = engine(tmp_path, client)
+    shard = engine(tmp_path, client, dead_letters=DyingDeadLetters(DynamoDeadLetters(client, "dead-letters")))
     big = "x" * 230_000
     shard.process([record(detail_event("c1", "attributes", 1000, attributes={"notes": big}), 1),
                    record(detail_event("c1", "acw", 2000, wrapupCode=big + "y" * 99), 2)])
-    shard._dead_letters.flush = lambda: (_ for _ in ()).throw(Crash())  # dies right after the writes
-    with pytest.raises(Crash):
+    with pytest.raises(Crash):  # dies right after the writes, when the buffered dead letters are flushed
         shard.flush()
     (letter,) = client.items("dead-letters").values()
     assert letter["field"] == {"S": "wrapupCode"} and letter["conversationId"] == {"S": "c1"}

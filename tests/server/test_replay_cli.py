@@ -16,7 +16,6 @@ from processor.replay import REPORT_KEYS, shard_index, shard_name
 from devstack.storm import StormShape, write_storm
 from tests.conftest import T0
 
-pytestmark = pytest.mark.server
 PROCESSOR = [sys.executable, "-m", "processor.cli"]
 
 

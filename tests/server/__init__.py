@@ -1,0 +1,1 @@
+"""The server tier: see conftest.py."""

@@ -1,0 +1,46 @@
+"""`processor bench` as an operator runs it: every system measured against the same local DynamoDB,
+and the command writes its JSON, chart and README section. The measurements alone:
+tests/unit/test_bench_checks.py."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from bench.report import BEGIN, END
+
+METRICS = {"events_per_s", "ddb_requests_per_1k", "ddb_reads_per_1k", "ddb_writes_per_1k", "wcu_per_1k",
+           "leaked_duplicates", "lost_updates", "stale_overwrites", "mismatches", "peak_rss_mb"}
+
+
+def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# Results\n{BEGIN}\nold\n{END}\nafter\n")
+    out = tmp_path / "results.json"
+    result = subprocess.run([sys.executable, "-m", "processor.cli", "bench", "--quick", "--conversations", "40", "--curve", "1000,3000",
+                             "--out", str(out), "--readme", str(readme), "--workdir", str(tmp_path / "work")],
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    systems = results["systems"]
+    assert set(systems) == {"naive", "check_then_write", "timestamp_condition", "powertools", "this_live",
+                            "this_catchup"}
+    assert all(METRICS <= set(row) for row in systems.values())
+    floor = results["floor_writes_per_1k"]
+    for ours in ("this_live", "this_catchup"):
+        row = systems[ours]
+        assert (row["leaked_duplicates"], row["lost_updates"], row["stale_overwrites"], row["mismatches"]) == (0, 0, 0, 0)
+        assert row["ddb_writes_per_1k"] <= floor  # no write beyond a real projection change
+    # the measurements see the failure modes they exist for
+    assert systems["naive"]["leaked_duplicates"] > 0 and systems["naive"]["stale_overwrites"] > 0
+    assert systems["powertools"]["leaked_duplicates"] > 0  # re-emits carry a new EventBridge id
+    assert systems["timestamp_condition"]["lost_updates"] > 0  # late and same-millisecond events dropped
+    assert systems["check_then_write"]["ddb_reads_per_1k"] == pytest.approx(1000, rel=0.01)
+    assert systems["powertools"]["ddb_requests_per_1k"] >= 4 * systems["this_live"]["ddb_requests_per_1k"]
+    assert systems["powertools"]["ddb_requests_per_1k"] >= 15 * systems["this_catchup"]["ddb_requests_per_1k"]
+    assert [point["conversations"] for point in results["curve"]] == [1_000, 3_000]
+    assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    text = readme.read_text()
+    assert "old" not in text and "| this_catchup |" in text and text.endswith(f"{END}\nafter\n")

@@ -1,0 +1,56 @@
+"""The shard's CloudWatch EMF lines: deltas once an interval and at the stop, and the local stack
+reading its progress and totals back from the daemon's log."""
+from __future__ import annotations
+
+import io
+import json
+
+from devstack.demo import ShardMetrics, report_of, totals
+from processor.metrics import COUNTER_METRICS, FlushMetrics
+from processor.replay import REPORT_KEYS
+
+
+def test_flush_metrics_are_deltas_written_once_an_interval_and_when_the_shard_stops():
+    out, now = io.StringIO(), [0.0]
+    metrics = FlushMetrics("shardId-000000000001", interval_seconds=60, out=out, clock=lambda: now[0])
+    totals = {"Events": 0, "ExactRepeats": 0, "NoopsCollapsed": 0, "Writes": 0, "Throttles": 0, "DeadLetters": 0}
+    for second in range(0, 121):
+        now[0] = float(second)
+        totals = {name: value + 2 for name, value in totals.items()}
+        metrics.record(totals, flush_latency_ms=3.0, millis_behind_latest=500)
+    now[0] = 130.0
+    metrics.record({name: value + 1 for name, value in totals.items()}, 4.0, 0, final=True)
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert len(lines) == 3  # after 60 s, after 120 s, and at the stop
+    assert sum(line["Events"] for line in lines) == 243
+    assert [line["ShardSeconds"] for line in lines] == [60.0, 60.0, 10.0]
+    assert len(lines[0]["FlushLatency"]) == 61 and lines[-1]["MillisBehindLatest"] == 0
+    assert {m["Name"] for m in lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]} == set(lines[0]) - {"_aws", "ShardId"}
+
+
+def emf(shard: str, **deltas: int) -> str:
+    return json.dumps({"_aws": {"Timestamp": 0, "CloudWatchMetrics": []}, "ShardId": shard, **deltas})
+
+
+def test_the_local_stack_sums_each_shards_lines_once_and_only_its_own(tmp_path):
+    """The daemon writes each child stderr line twice (raw, and wrapped in a log message): only the
+    raw one counts; an earlier run's lines in a reused log are not this run's; a half-written line
+    waits for its end."""
+    log = tmp_path / "worker-1.log"
+    log.write_text(emf("shardId-0", Events=100) + "\n")  # an earlier run
+    metrics = ShardMetrics()
+    metrics.follow(log)
+    with open(log, "a") as out:
+        out.write(emf("shardId-0", Events=3, Changes=2, Writes=1) + "\n")
+        out.write("2026-11-26 INFO Received error line from subprocess [" + emf("shardId-0", Events=3) + "] for shard\n")
+        out.write("not json at all\n" + emf("shardId-1", Events=5, Stale=1) + "\n")
+        out.write(emf("shardId-0", Events=4)[:20])  # still being written
+    first = metrics.read()
+    assert first["shardId-0"]["Events"] == 3 and first["shardId-1"]["Events"] == 5
+    with open(log, "a") as out:
+        out.write(emf("shardId-0", Events=4)[20:] + "\n")
+    summed = totals(metrics.read())
+    assert summed["Events"] == 12 and summed["Changes"] == 2
+    report = report_of(summed, conversations=7)
+    assert list(report) == list(REPORT_KEYS) and report["events"] == 12 and report["stale"] == 1
+    assert report["conversations"] == 7 and set(COUNTER_METRICS) >= set(REPORT_KEYS) - {"writes"}
