@@ -4,6 +4,7 @@ Each test asserts the final table against `processor replay` of the same events.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -28,6 +30,13 @@ def events(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("e2e") / "storm.jsonl"
     write_storm(str(path), StormShape(conversations=400, seed=21))
     return path
+
+
+@contextlib.contextmanager
+def local_stack(tmp_path: Path, shards: int) -> Iterator[tuple[Stack, Producer]]:
+    """The local stack with default settings, and a producer putting as the EventBridge rule does."""
+    with Stack(tmp_path, Settings(), shards=shards) as stack:
+        yield stack, Producer(stack.kinesis, stack.settings.build_adapter())
 
 
 def put_all(producer: Producer, lines: list[bytes]) -> None:
@@ -57,9 +66,8 @@ def test_processor_demo_with_a_split_mid_run_matches_replay(tmp_path):
 def test_sigterm_and_restart_resume_from_checkpoints_without_duplicate_writes(events, tmp_path):
     """2: the worker stops gracefully half-way; a new one resumes where it checkpointed."""
     lines = list(read_lines(str(events)))
-    settings = Settings()
-    with Stack(tmp_path, settings, shards=2) as stack:
-        producer = Producer(stack.kinesis, settings.build_adapter())
+    with local_stack(tmp_path, shards=2) as (stack, producer):
+        settings = stack.settings
         first = stack.start_daemon()
         put_all(producer, lines[: len(lines) // 2])
         wait_until_drained(stack, producer, timeout=300)
@@ -93,9 +101,8 @@ def test_poison_records_are_dead_lettered_with_shard_and_sequence_and_the_shard_
     poison = [b"\xff\xfe not utf-8", b"{broken json", b"[1, 2, 3]", json.dumps({"detail": {"topicName": "x"}}).encode()]
     mixed = lines[:500] + poison + lines[500:]
     (tmp_path / "mixed.jsonl").write_bytes(b"\n".join(line for line in mixed if b"\n" not in line) + b"\n")
-    settings = Settings()
-    with Stack(tmp_path, settings, shards=2) as stack:
-        producer = Producer(stack.kinesis, settings.build_adapter())
+    with local_stack(tmp_path, shards=2) as (stack, producer):
+        settings = stack.settings
         stack.start_daemon()
         put_all(producer, mixed)
         wait_until_drained(stack, producer, timeout=300)
@@ -111,9 +118,8 @@ def test_kill_9_of_a_child_and_of_the_daemon_lose_nothing(events, tmp_path):
     """3: a child killed mid-run, then the whole daemon killed; restarts converge on the replay."""
     lines = list(read_lines(str(events)))
     third = len(lines) // 3
-    settings = Settings()
-    with Stack(tmp_path, settings, shards=2) as stack:
-        producer = Producer(stack.kinesis, settings.build_adapter())
+    with local_stack(tmp_path, shards=2) as (stack, producer):
+        settings = stack.settings
         daemon = stack.start_daemon()
         put_all(producer, lines[:third])
         wait_for(lambda: processed(stack) > 0 and daemon.children(), 120, "processing to start")
@@ -136,11 +142,10 @@ def test_two_workers_share_leases_survive_failover_and_a_zombie_cannot_overwrite
     """5: leases balance; a worker paused past its lease comes back as a zombie; one dies."""
     lines = list(read_lines(str(events)))
     quarter = len(lines) // 4
-    settings = Settings()
-    with Stack(tmp_path, settings, shards=4) as stack:
-        producer = Producer(stack.kinesis, settings.build_adapter())
+    with local_stack(tmp_path, shards=4) as (stack, producer):
+        settings = stack.settings
         first = stack.start_daemon("worker-a", flush_seconds=20.0)  # holds changes: a zombie with a buffer
-        second = stack.start_daemon("worker-b")
+        stack.start_daemon("worker-b")
         wait_for(lambda: set(lease_owners(stack.dynamodb).values()) == {"worker-a", "worker-b"}, 180, "both to hold leases")
         put_all(producer, lines[:quarter])
         time.sleep(3)  # worker-a fetched and applied its part, and has not flushed it
@@ -196,9 +201,8 @@ def test_update_shard_count_up_and_down_under_load(events, tmp_path):
     pick conversations up by reading them from DynamoDB, and the table equals the replay."""
     lines = list(read_lines(str(events)))
     third = len(lines) // 3
-    settings = Settings()
-    with Stack(tmp_path, settings, shards=2) as stack:
-        producer = Producer(stack.kinesis, settings.build_adapter())
+    with local_stack(tmp_path, shards=2) as (stack, producer):
+        settings = stack.settings
         stack.start_daemon()
         put_all(producer, lines[:third])
         stack.kinesis.update_shard_count(StreamName="conversation-events", TargetShardCount=4,
