@@ -68,7 +68,7 @@ def main() -> None:
         # The emulator runs beside, not under, the measured process: its memory is not the replay's.
         with LocalEmulator() as emulator:
             results["with_dynamodb"] = run([str(events), "--shards", str(args.shards),
-                                            "--dynamodb-endpoint", emulator.endpoint])
+                                            "--dynamodb-endpoint", emulator.endpoint, "--create-table"])
         print("with DynamoDB writes (local emulator):", results["with_dynamodb"], flush=True)
     results["rss_curve"] = []
     for conversations in (int(n) for n in args.curve.split(",") if n):

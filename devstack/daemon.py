@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 from typing import Mapping
 
-from processor.daemon import daemon_command, read_properties, render_properties
+from processor.daemon import daemon_command, java, read_properties, render_properties
 
 #: the production configuration, from the checkout this local stack runs in
 PRODUCTION_PROPERTIES = Path(__file__).resolve().parent.parent / "kcl.properties"
@@ -56,7 +56,7 @@ class Daemon:
         return self._process.pid if self._process else None
 
     def start(self) -> Daemon:
-        command = daemon_command(self.properties_path, LOCAL_JAVA_OPTIONS)
+        command = [java(), *daemon_command(self.properties_path, LOCAL_JAVA_OPTIONS)[1:]]
         log = open(self.log_path, "ab")
         self._process = subprocess.Popen(
             command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=self._env,

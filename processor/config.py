@@ -28,7 +28,9 @@ mask = []                 # masked even if the adapter calls them safe
 from __future__ import annotations
 
 import json
+import math
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -42,6 +44,7 @@ from processor.engine import FlushPolicy
 from processor.dynamodb.item import Retention
 
 DAY = 86_400
+_BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -131,6 +134,11 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] = os.envir
     if unknown:
         raise ValueError(f"unknown settings tables: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {"adapter": document.get("adapter", {})}
+    for table in set(document) - {"adapter"}:
+        known = {spec.key for spec in SCHEMA if spec.table == table}
+        if not isinstance(document[table], dict) or set(document[table]) - known:
+            unknown_keys = sorted(set(document[table]) - known) if isinstance(document[table], dict) else [table]
+            raise ValueError(f"[{table}] has no setting {', '.join(unknown_keys)} (known: {', '.join(sorted(known))})")
     for spec in SCHEMA:
         table = document.get(spec.table, {})
         if table.get(spec.key) not in (None, ""):
@@ -158,13 +166,18 @@ def _typed(spec: Spec, value: Any, where: str) -> Any:
             raise ValueError(f"{where} must be a list of field names")
         return tuple(value)
     if spec.kind is str:
-        return str(value)
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string: {value!r}")
+        return value
     try:
         number = spec.kind(value)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ValueError(f"{where} is not a number: {value!r}") from None
-    if isinstance(value, bool) or number < 0 or (spec.kind is int and number != float(value)):
-        raise ValueError(f"{where} must be a positive {'whole ' if spec.kind is int else ''}number: {value!r}")
+    if spec.kind is int:
+        if isinstance(value, bool) or number != float(value) or number < 1:
+            raise ValueError(f"{where} must be a whole number of at least 1: {value!r}")
+    elif isinstance(value, bool) or not math.isfinite(number) or number < 0:
+        raise ValueError(f"{where} must be a finite number of at least 0: {value!r}")
     return number
 
 
@@ -178,7 +191,8 @@ def _toml_table(name: str, table: Mapping[str, Any]) -> list[str]:
 
 
 def _toml_key(key: str) -> str:
-    return key if key.replace("_", "").replace("-", "").isalnum() else json.dumps(key)
+    """A bare key where TOML allows one (ASCII letters, digits, _ and -), else a quoted one."""
+    return key if _BARE_KEY.fullmatch(key) else _toml_string(key)
 
 
 def _toml_value(value: Any) -> str:
@@ -188,4 +202,9 @@ def _toml_value(value: Any) -> str:
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(_toml_value(item) for item in value) + "]"
-    return json.dumps(str(value), ensure_ascii=False)  # a JSON string is a TOML basic string
+    return _toml_string(str(value))
+
+
+def _toml_string(text: str) -> str:
+    """A TOML basic string: JSON's escapes, and DEL escaped too (TOML forbids it raw)."""
+    return json.dumps(text, ensure_ascii=False).replace("\x7f", "\\u007f")

@@ -57,10 +57,15 @@ def deployed_properties(path: Path, environ: Mapping[str, str]) -> str:
     return render_properties(properties, f"generated from {path} and the task's environment")
 
 
-def daemon_command(properties_path: Path, java_options: Sequence[str] = ()) -> list[str]:
-    """The MultiLangDaemon's command line."""
-    java = shutil.which("java")
-    if java is None:
+def java() -> str:
+    """The Java runtime that runs the daemon."""
+    found = shutil.which("java")
+    if found is None:
         raise DaemonError("java not found: the KCL MultiLangDaemon needs a Java 11+ runtime")
+    return found
+
+
+def daemon_command(properties_path: Path, java_options: Sequence[str] = ()) -> list[str]:
+    """The MultiLangDaemon's command line (`java` resolved from PATH when it runs)."""
     classpath = f"{jars_directory()}/*{os.pathsep}{Path(properties_path).parent}"
-    return [java, *java_options, "-cp", classpath, MAIN_CLASS, "--properties-file", str(properties_path)]
+    return ["java", *java_options, "-cp", classpath, MAIN_CLASS, "--properties-file", str(properties_path)]

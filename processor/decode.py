@@ -1,4 +1,5 @@
-"""Decode: Kinesis record bytes to an EventBridge envelope (a JSON object), or a clear rejection."""
+"""Decode: Kinesis record bytes to an EventBridge envelope (a JSON object), or a clear rejection
+that becomes a dead letter (I7); reasons name what is wrong, never the content (I10)."""
 from __future__ import annotations
 
 from typing import Any

@@ -1,8 +1,8 @@
 """One shard's engine: decode → normalize → admit → dedup → reduce → collapse → buffer, and the flush.
 
 The flush is the checkpoint sequence of I4, in this order and no other:
-  1. DynamoDB conditional writes of the conversations whose projection changed (I5), and of those
-     held too long (below);
+  1. DynamoDB conditional writes of the conversations whose projection changed (I5), one each
+     however many of its events the flush holds (I9), and of those held too long (below);
   2. dead letters made durable (I7, I15);
   3. one RocksDB WriteBatch: every state touched since the last flush + the last applied sequence
      + the held conversations;
@@ -155,7 +155,7 @@ class ShardEngine:
         except Rejected as rejection:
             reason = rejection.reason
         except Exception as error:  # noqa: BLE001 - a bad record must never crash the shard
-            reason = f"adapter error: {type(error).__name__}"  # the type only: messages may carry PII
+            reason = f"adapter error: {type(error).__name__}"  # the type only: messages may carry PII (I10)
         self.counters.rejected += 1
         self._dead_letters.add(DeadLetter(reason, record.data, self.shard_id, record.sequence_number,
                                           record.partition_key, conversation_id))

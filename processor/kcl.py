@@ -1,6 +1,7 @@
 """The KCL record processor: one shard lease, spoken to by the MultiLangDaemon over stdin/stdout.
 
-stdout is the protocol channel (I11): nothing here prints; logs go to stderr.
+stdout is the protocol channel (I11): nothing here prints; logs go to stderr. KCL is checkpointed
+only with what a completed flush returns (I4).
 
 amazon_kclpy's dispatcher catches any exception a hook raises, logs it and reports the action done,
 which would silently skip a batch. So every hook here turns an unexpected error into a loud exit

@@ -4,7 +4,8 @@ A conversation's state is a map of last-writer-wins registers plus a bounded win
 applied event keys. Registers merge by "highest (stamp, canonical value) wins", a join-semilattice:
 idempotent, commutative and associative. So the projection depends only on the *set* of events
 applied (I3), a repeat or a late event can never change it wrongly, and the key window is only a
-fast path and a counter.
+fast path and a counter: an exact repeat is recognized and changes nothing (I1), an event that
+changes no value is collapsed, no write due (I2), and the window is bounded (I8).
 """
 from __future__ import annotations
 

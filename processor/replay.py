@@ -214,7 +214,9 @@ def export_table(client: Any, table: str, path: str) -> int:
     """Write every item of `table` as a JSON line (plain values), sorted by conversation id."""
     items = scan_items(client, table)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "wb") as out:
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # projection values can carry PII (attributes)
+    with open(descriptor, "wb") as out:
         for item in items:
             out.write(codec.dumps(item, sort_keys=True) + b"\n")
     return len(items)

@@ -1,6 +1,7 @@
 """Normalize: source envelopes to `ConversationEvent`s. One adapter per source shape.
 
-An adapter is pure: it reads the decoded envelope and returns the event, or raises `Rejected`.
+An adapter is pure: it reads the decoded envelope and returns the event, or raises `Rejected`
+(the record is dead-lettered with the reason, I7).
 """
 from __future__ import annotations
 

@@ -18,21 +18,26 @@ import os
 import sys
 from typing import Sequence
 
-from botocore.exceptions import NoCredentialsError
+from botocore.exceptions import BotoCoreError, ClientError
 
 from processor.cli import daemon, operate, replay
 from processor.daemon import DaemonError
 from processor.dynamodb.retry import GaveUp
 from processor.operate import OperateError
+from processor.store import StoreFormatError
 
 #: command groups of a development checkout: module -> the commands it adds
 DEVELOPMENT_GROUPS = {"devstack.cli": ("demo", "generate"), "bench.cli": ("bench",)}
-#: what a command may fail with that the user can act on: reported in one line, exit 2
-USER_ERRORS = (ValueError, GaveUp, OSError, OperateError, DaemonError, NoCredentialsError)
+#: what a command may fail with that the user can act on: reported in one line, exit 2 (botocore's
+#: errors too: no region or credentials, an endpoint that does not answer, a table or stream not there)
+USER_ERRORS = (ValueError, GaveUp, OSError, OperateError, DaemonError, StoreFormatError, BotoCoreError, ClientError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "absent", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=os.environ.get("PROCESSOR_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
@@ -62,6 +67,5 @@ def _absent(commands: argparse._SubParsersAction, name: str, package: str) -> No
         raise ValueError(f"`processor {name}` is part of the development checkout ({package}), which this "
                          "installation does not have: clone the repository and run ./dev")
 
-    parser = commands.add_parser(name, help=f"(development checkout only: {package})")
-    parser.add_argument("rest", nargs=argparse.REMAINDER)
-    parser.set_defaults(run=refuse)
+    parser = commands.add_parser(name, help=f"(development checkout only: {package})", add_help=False)
+    parser.set_defaults(run=refuse, absent=True)  # whatever its arguments: the answer is the same

@@ -25,20 +25,22 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_daemon(args: argparse.Namespace) -> int:
-    from processor.daemon import daemon_command, deployed_properties
+    from processor.daemon import daemon_command, deployed_properties, java
 
     if not os.path.exists(args.properties):
         raise ValueError(f"properties file not found: {args.properties}")
     rendered = deployed_properties(Path(args.properties), os.environ)
-    Path(args.rendered).write_text(rendered)
     command = daemon_command(Path(args.rendered))
-    if args.dry_run:
+    if args.dry_run:  # shows what would run, writes and needs nothing
         print(rendered + "\n" + " ".join(command))
         return 0
-    os.execv(command[0], command)  # the daemon takes this process's place (PID under tini)
+    Path(args.rendered).write_text(rendered)
+    os.execv(java(), command)  # the daemon takes this process's place (PID under tini)
 
 
 def run_kcl(args: argparse.Namespace) -> int:
-    from processor.kcl import run_child  # needs amazon_kclpy, which replay does not
-
+    try:
+        from processor.kcl import run_child  # needs amazon_kclpy, which replay does not
+    except ImportError as missing:
+        raise ValueError(f"the KCL child needs amazon_kclpy ({missing.name} is missing): pip install amazon-kclpy") from None
     return run_child(args.config)

@@ -84,6 +84,10 @@ def run_status(args: argparse.Namespace) -> int:
 def run_reprocess(args: argparse.Namespace) -> int:
     from processor.operate import clear_local_state, live_leases, reprocess
 
+    from processor.operate import parse_time
+
+    if args.start != "TRIM_HORIZON":
+        parse_time(args.start)  # a mistyped time is refused before the wait below
     properties, kinesis, dynamodb = deployment(args)
     application = properties["applicationName"]
     if not args.force:

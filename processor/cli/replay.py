@@ -16,7 +16,7 @@ from processor import replay as replaying
 from processor.cli.render import counts_table, write_json
 from processor.config import load_settings
 from processor.deadletters import JsonlDeadLetters
-from processor.dynamodb.client import dynamodb_client, ensure_table
+from processor.dynamodb.client import dynamodb_client, ensure_table, table_exists
 from processor.dynamodb.sink import DynamoSink, NullSink
 
 log = logging.getLogger("processor")
@@ -28,8 +28,12 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("events", help="JSONL file: one EventBridge event per line")
     parser.add_argument("--config", help="settings TOML (adapter, flush, retention, tables)")
     parser.add_argument("--shards", type=int, default=1, help="simulated Kinesis shards (default 1)")
-    parser.add_argument("--dynamodb-endpoint", help="DynamoDB endpoint; default: start a local emulator")
-    parser.add_argument("--table", help="conversation table (default from settings: conversations)")
+    parser.add_argument("--dynamodb-endpoint", help="DynamoDB endpoint (for AWS itself: https://dynamodb.REGION."
+                        "amazonaws.com); default: start the local stack's emulator for the run")
+    parser.add_argument("--table", help="conversation table (default from settings: conversations); it must exist "
+                        "unless --create-table")
+    parser.add_argument("--create-table", action="store_true", help="create the table (on demand) if it does not "
+                        "exist, e.g. on a local endpoint; a deployment's tables come from deploy/template.yaml")
     parser.add_argument("--export", help="write the table's final items here as JSONL")
     parser.add_argument("--report", help="write the run's counts here as JSON")
     parser.add_argument("--dead-letter", help="dead-letter JSONL (default: beside --export, else ./dead-letters.jsonl)")
@@ -50,13 +54,15 @@ def run(args: argparse.Namespace) -> int:
     if args.state_dir:
         target = "dry run" if args.dry_run else f"{endpoint} {table}" if endpoint else replaying.EPHEMERAL
         replaying.bind_state_dir(args.state_dir, args.events, args.shards, settings.adapter, target)
+    if args.dry_run and args.export:
+        raise ValueError("--export reads the table, which --dry-run does not write: drop one of them")
     dead_letters = JsonlDeadLetters(args.dead_letter or _beside(args.export, "dead-letters.jsonl"))
     adapter = settings.build_adapter()
     with _dynamodb(endpoint, args.dry_run) as client:
         if client is None:
             sink: Any = NullSink()
         else:
-            ensure_table(client, table)
+            _table_ready(client, table, create=args.create_table or not endpoint, endpoint=endpoint)
             sink = DynamoSink(client, table, adapter.derive, settings.retention)
         with _progress(Console(stderr=True), args.events, enabled=not args.no_progress) as advance:
             result = replaying.replay(replaying.read_lines(args.events), adapter, sink, dead_letters,
@@ -94,13 +100,19 @@ def _dynamodb(endpoint: str | None, dry_run: bool) -> Iterator[Any]:
         yield dynamodb_client(endpoint)
         return
     try:
-        from devstack.emulator import LocalEmulator
+        from devstack.emulator import EmulatorError, LocalEmulator
     except ImportError:
         raise ValueError("no --dynamodb-endpoint, and the local stack (a development checkout's devstack) is not "
                          "installed to start an emulator: pass --dynamodb-endpoint URL") from None
     log.info("no --dynamodb-endpoint: starting a local DynamoDB emulator")
-    with LocalEmulator() as emulator:
+    try:
+        emulator = LocalEmulator().start()
+    except EmulatorError as error:
+        raise ValueError(str(error)) from None
+    try:
         yield emulator.client("dynamodb")
+    finally:
+        emulator.stop()
 
 
 @contextlib.contextmanager
@@ -114,6 +126,14 @@ def _progress(console: Console, path: str, enabled: bool) -> Iterator[Callable[[
     with Progress(*columns, console=console, transient=True) as progress:
         task = progress.add_task("replay", total=total)
         yield lambda count: progress.advance(task, count)
+
+
+def _table_ready(client: Any, table: str, create: bool, endpoint: str | None) -> None:
+    """The table must be there: a mistyped name would otherwise receive the whole replay."""
+    if create:
+        ensure_table(client, table)
+    elif not table_exists(client, table):
+        raise ValueError(f"table {table} does not exist at {endpoint}: check --table (or pass --create-table)")
 
 
 def _beside(path: str | None, name: str) -> str:

@@ -20,14 +20,20 @@ def dynamodb_client(endpoint_url: str | None = None, region: str | None = None, 
     return boto3.client("dynamodb", endpoint_url=endpoint_url, region_name=region, config=config, **(credentials or {}))
 
 
-def ensure_table(client: Any, table: str, key: str = KEY) -> None:
-    """Create an on-demand table keyed by `key` (string) if it does not exist, and wait for it."""
+def table_exists(client: Any, table: str) -> bool:
     try:
         client.describe_table(TableName=table)
-        return
+        return True
     except ClientError as error:
         if error.response["Error"]["Code"] != "ResourceNotFoundException":
             raise
+        return False
+
+
+def ensure_table(client: Any, table: str, key: str = KEY) -> None:
+    """Create an on-demand table keyed by `key` (string) if it does not exist, and wait for it."""
+    if table_exists(client, table):
+        return
     client.create_table(TableName=table, BillingMode="PAY_PER_REQUEST",
                         AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
                         KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])

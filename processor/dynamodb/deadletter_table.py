@@ -1,4 +1,4 @@
-"""Dead letters in a DynamoDB table, for production: keyed `id` (see `DeadLetter.id`), idempotent on
+"""Dead letters (I7, I15) in a DynamoDB table, for production: keyed `id` (see `DeadLetter.id`), idempotent on
 replay, queryable per shard, bytes as binary (a prefix beyond `MAX_INLINE_BYTES`, so an entry always
 fits an item), expiring after the dead-letter retention (raw payloads carry PII)."""
 from __future__ import annotations

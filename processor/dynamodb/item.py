@@ -2,11 +2,11 @@
 
 - `conversationId` (S, partition key) and `version` (N, count of writes).
 - The projection: every attribute whose name does not start with `_`.
-- Bookkeeping, compact so a typical item stays under 1 KB (one write unit, I9):
-  `_t` map of register stamps (what LWW needs to merge), `_k` the recent event keys
-  (8 bytes each, one binary), `_ttl` epoch seconds after which DynamoDB may expire the item:
-  an ended conversation's end plus the retention, any other's last event plus the inactivity
-  retention (an end event can be lost, and nothing may stay for ever).
+- Bookkeeping, compact so a typical item stays under 1 KB (one write unit, I9): `_t` map of
+  register stamps and `_k` the recent event keys (8 bytes each, one binary): what a new owner
+  needs to merge and deduplicate (I6); `_ttl` epoch seconds after which DynamoDB may expire the
+  item: an ended conversation's end plus the retention, any other's last event plus the
+  inactivity retention (an end event can be lost, and nothing may stay for ever: I8).
 """
 from __future__ import annotations
 

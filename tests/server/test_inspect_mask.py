@@ -34,7 +34,7 @@ class Deployment:
         self.properties.write_text("streamName = s\napplicationName = a\nregionName = us-east-1\n")
         events = root / "events.jsonl"
         events.write_text("".join(json.dumps(e) + "\n" for e in envelopes))
-        run("replay", str(events), "--config", str(self.config("")), "--dynamodb-endpoint", endpoint,
+        run("replay", str(events), "--config", str(self.config("")), "--dynamodb-endpoint", endpoint, "--create-table",
             "--table", self.table, "--state-dir", str(self.state), "--dead-letter", str(root / "dl.jsonl"),
             "--no-progress")
 

@@ -69,7 +69,7 @@ def test_shard_count_and_arrival_order_do_not_change_the_table(events, emulator,
     exports = []
     for shards, source in ((1, events), (3, shuffled)):
         export = tmp_path / f"export-{shards}.jsonl"
-        replay(str(source), "--shards", str(shards), "--dynamodb-endpoint", emulator.endpoint,
+        replay(str(source), "--shards", str(shards), "--dynamodb-endpoint", emulator.endpoint, "--create-table",
                "--table", f"t-{uuid.uuid4().hex[:8]}", "--export", str(export))
         exports.append(projections(read_jsonl(export)))
     assert exports[0] == exports[1]
@@ -81,7 +81,7 @@ def test_replaying_again_over_the_same_table_writes_nothing(events, emulator, tm
     runs = []
     for n in range(2):
         export, report = tmp_path / f"export{n}.jsonl", tmp_path / f"report{n}.json"
-        replay(str(events), "--shards", "2", "--dynamodb-endpoint", emulator.endpoint, "--table", table,
+        replay(str(events), "--shards", "2", "--dynamodb-endpoint", emulator.endpoint, "--create-table", "--table", table,
                "--export", str(export), "--report", str(report))
         runs.append((read_jsonl(export), json.loads(report.read_text())))
     (first, _), (second, again) = runs
@@ -97,7 +97,7 @@ def test_poison_lines_go_to_the_dead_letter_file_beside_the_export(tmp_path, emu
                        "eventBody": {"conversationId": "c1", "eventTime": T0, "queueId": "q"}}}
     events.write_text("\n".join([json.dumps(good), "{oops", "[]", json.dumps({"detail": {"topicName": "x"}})]) + "\n")
     export, report = tmp_path / "out" / "export.jsonl", tmp_path / "report.json"
-    result = replay(str(events), "--dynamodb-endpoint", emulator.endpoint, "--table", f"t-{uuid.uuid4().hex[:8]}",
+    result = replay(str(events), "--dynamodb-endpoint", emulator.endpoint, "--create-table", "--table", f"t-{uuid.uuid4().hex[:8]}",
                     "--export", str(export), "--report", str(report))
     assert json.loads(report.read_text())["rejected"] == 3
     letters = read_jsonl(tmp_path / "out" / "export.dead-letters.jsonl")
@@ -115,7 +115,7 @@ def test_the_generic_adapter_from_a_settings_file(tmp_path, emulator):
             for n, (t, s) in enumerate([(3, "Closed"), (1, "Active"), (2, "Hold"), (2, "Hold")])]
     events.write_text("\n".join(json.dumps(r) for r in rows))
     export = tmp_path / "export.jsonl"
-    replay(str(events), "--config", str(config), "--dynamodb-endpoint", emulator.endpoint,
+    replay(str(events), "--config", str(config), "--dynamodb-endpoint", emulator.endpoint, "--create-table",
            "--table", f"t-{uuid.uuid4().hex[:8]}", "--export", str(export))
     (item,) = read_jsonl(export)
     assert {k: v for k, v in item.items() if not k.startswith("_")} == {"conversationId": "k1", "status": "Closed",
@@ -130,15 +130,24 @@ def test_the_export_keeps_integers_of_any_size(tmp_path, emulator):
     events = tmp_path / "big.jsonl"
     events.write_text(json.dumps({"detail": {"id": "k1", "t": T0, "amount": 1e20}}) + "\n")
     export = tmp_path / "export.jsonl"
-    replay(str(events), "--config", str(config), "--dynamodb-endpoint", emulator.endpoint,
+    replay(str(events), "--config", str(config), "--dynamodb-endpoint", emulator.endpoint, "--create-table",
            "--table", f"t-{uuid.uuid4().hex[:8]}", "--export", str(export))
     assert b'"amount":100000000000000000000' in export.read_bytes()
+
+
+def test_a_table_that_does_not_exist_is_not_created_unless_asked(events, emulator, dynamodb):
+    """An operator's mistyped --table would otherwise receive the whole replay."""
+    refused = replay(str(events), "--dynamodb-endpoint", emulator.endpoint, "--table", "conversatoins", check=False)
+    assert refused.returncode == 2 and "table conversatoins does not exist" in refused.stderr
+    assert "conversatoins" not in dynamodb.list_tables()["TableNames"]
 
 
 @pytest.mark.parametrize("args, message", [
     (["missing.jsonl"], "events file not found"),
     (["{events}", "--config", "missing.toml"], "settings file not found"),
     (["{events}", "--shards", "0", "--dry-run"], "--shards must be at least 1"),
+    (["{events}", "--dry-run", "--export", "x.jsonl"], "--export reads the table"),
+    (["{events}", "--dynamodb-endpoint", "http://127.0.0.1:9", "--table", "t"], "Could not connect"),
 ])
 def test_mistakes_get_a_clear_error_and_exit_2(args, message, events):
     result = replay(*[a.format(events=events) for a in args], check=False)
@@ -162,7 +171,7 @@ def test_a_state_dir_resumes_its_own_input_and_refuses_another(events, emulator,
     """Records at or below a shard's committed sequence are skipped, and replay numbers records 1..N
     per simulated shard: state kept for one input would silently skip most of another's."""
     state, table = tmp_path / "state", f"t-{uuid.uuid4().hex[:8]}"
-    common = ("--dynamodb-endpoint", emulator.endpoint, "--table", table, "--state-dir", str(state))
+    common = ("--dynamodb-endpoint", emulator.endpoint, "--create-table", "--table", table, "--state-dir", str(state))
     replay(str(events), "--shards", "2", *common)
 
     other = tmp_path / "other.jsonl"
@@ -170,7 +179,7 @@ def test_a_state_dir_resumes_its_own_input_and_refuses_another(events, emulator,
     config = tmp_path / "generic.toml"
     config.write_text('[adapter]\nkind = "generic"\nconversation_id = "$.detail.eventBody.conversationId"\n'
                       'event_time = "$.detail.eventBody.eventTime"\n[adapter.state]\nq = "$.detail.eventBody.queueId"\n')
-    elsewhere = ("--dynamodb-endpoint", emulator.endpoint, "--table", "another", "--state-dir", str(state))
+    elsewhere = ("--dynamodb-endpoint", emulator.endpoint, "--create-table", "--table", "another", "--state-dir", str(state))
     dry = ("--dry-run", "--state-dir", str(state))
     for args, differs in (([str(other), "--shards", "2", *common], "another events file"),
                           ([str(events), "--shards", "3", *common], "--shards 2 (now 3)"),

@@ -114,9 +114,13 @@ def test_processor_daemon_renders_the_tasks_stream_application_and_region(tmp_pa
                         "AWS_REGION": "eu-west-1"}.items():
         monkeypatch.setenv(name, value)
     code = main(["daemon", "--properties", str(ROOT / "kcl.properties"), "--rendered", str(rendered), "--dry-run"])
-    assert code == 0, capsys.readouterr().err
-    properties = read_properties(rendered)
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    assert not rendered.exists()  # a dry run writes nothing
+    shown = tmp_path / "shown.properties"
+    shown.write_text(printed.out)
+    properties = read_properties(shown)
     assert (properties["streamName"], properties["applicationName"], properties["regionName"]) == (
         "prod-events", "prod-processor", "eu-west-1")
     assert properties["executableName"] == "processor kcl"
-    assert "software.amazon.kinesis.multilang.MultiLangDaemon" in capsys.readouterr().out
+    assert "software.amazon.kinesis.multilang.MultiLangDaemon" in printed.out
