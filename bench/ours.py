@@ -33,7 +33,7 @@ def run_live(sorted_events: str, client: Any, table: str, settings: Settings, wo
     """`sorted_events`: the storm in event-time order."""
     adapter = settings.build_adapter()
     ensure_table(client, table)
-    sink = DynamoSink(client, table, adapter.derive, settings.retention)
+    sink = settings.build_sink(client, adapter, table)
     engine = ShardEngine("shardId-000000000000", adapter, ShardStore(str(workdir / "live-state"), settings.retention_seconds),
                          sink, JsonlDeadLetters(str(workdir / "live-dead-letters.jsonl")),
                          FlushPolicy(max_records=10**12, max_seconds=float("inf")))
@@ -61,7 +61,7 @@ def run_live(sorted_events: str, client: Any, table: str, settings: Settings, wo
 def run_catchup(events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
     adapter = settings.build_adapter()
     ensure_table(client, table)
-    sink = DynamoSink(client, table, adapter.derive, settings.retention)
+    sink = settings.build_sink(client, adapter, table)
     result = replay(read_lines(events), adapter, sink, JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl")),
                     shards=SHARDS, state_root=str(workdir / "catchup-state"), retention_seconds=settings.retention_seconds)
     sink.close()

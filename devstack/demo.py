@@ -292,7 +292,7 @@ def replay_matches(stack: Stack, events: Path, adapter: Adapter, shards: int) ->
     """Replay the same events into a fresh table on the same emulator; compare projections."""
     table = "replay-check"
     ensure_table(stack.dynamodb, table)
-    sink = DynamoSink(stack.dynamodb, table, adapter.derive, stack.settings.retention)
+    sink = stack.settings.build_sink(stack.dynamodb, adapter, table)
     replay(read_lines(str(events)), adapter, sink, JsonlDeadLetters(str(stack.workdir / "replay-dead-letters.jsonl")),
            shards=shards, retention_seconds=stack.settings.retention_seconds)
     return _projections(stack.dynamodb, stack.settings.table) == _projections(stack.dynamodb, table)

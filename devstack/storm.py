@@ -1,7 +1,9 @@
 """A realistic Genesys Cloud event storm, generated deterministically from a seed.
 
-Each conversation runs customer.start → acd.start → (a transfer) → user.start → attributes →
-acd.end → user.end → acw → customer.end, in voice, chat or message, with what makes real streams
+Each conversation runs customer.start → acd.start → (a flow-out to another queue) → acd.end →
+(abandoned, or) user.start → attributes → user.end → acw → customer.end, in voice, chat or
+message, each participant (customer, each ACD visit, the agent) with its own participantId and
+the durations Genesys reports (talk, hold, wrap-up), with what makes real streams
 hard: EventBridge redeliveries (same `id`), Genesys re-emits (new `id`, `time`, CorrelationId;
 same body), attribute events that re-fire with nothing changed, events delivered out of order,
 several events in one millisecond. Arrival order interleaves conversations as a contact center
@@ -35,6 +37,7 @@ class StormShape:
     reemit_rate: float = 0.05  # Genesys re-send (new id, same body)
     refire_rate: float = 0.5  # attribute events that re-fire unchanged
     transfer_rate: float = 0.25
+    abandon_rate: float = 0.1
     tie_rate: float = 0.15  # two events in one millisecond
     jitter_ms: int = 3_000  # delivery delay: up to this much reordering
     queues: int = 40
@@ -67,8 +70,9 @@ def conversation_events(rng: random.Random, shape: StormShape, start: int) -> li
     """The distinct (subtopic, eventBody) pairs of one conversation, in event-time order."""
     cid = _uuid(rng)
     media, direction, provider = rng.choice(MEDIA)
-    base = {"conversationId": cid, "participantId": _uuid(rng), "sessionId": _uuid(rng), "mediaType": media,
-            "provider": provider, "direction": direction}
+    base = {"conversationId": cid, "sessionId": _uuid(rng), "mediaType": media, "provider": provider,
+            "direction": direction}
+    customer, acd, agent_participant = _uuid(rng), _uuid(rng), _uuid(rng)  # one id per participant
     if media == "VOICE":
         base.update(ani=f"tel:+1555{rng.randrange(10**7):07d}", dnis="tel:+18005550100")
     queue = f"queue-{rng.randrange(shape.queues):03d}"
@@ -76,39 +80,50 @@ def conversation_events(rng: random.Random, shape: StormShape, start: int) -> li
     t = start
     events: list[tuple[str, dict[str, Any]]] = []
 
-    def emit(subtopic: str, **fields: Any) -> None:
-        events.append((subtopic, dict(base, eventTime=t, **fields)))
+    def emit(subtopic: str, participant: str, **fields: Any) -> None:
+        events.append((subtopic, dict(base, participantId=participant, eventTime=t, **fields)))
 
     def advance(low: int, high: int) -> None:
         nonlocal t
         t += 0 if rng.random() < shape.tie_rate else rng.randint(low, high)
 
-    emit("customer.start")
+    emit("customer.start", customer)
     advance(50, 800)
-    emit("acd.start", queueId=queue, requestedRoutings=["STANDARD"])
-    if rng.random() < shape.transfer_rate:
+    emit("acd.start", acd, queueId=queue, requestedRoutings=["STANDARD"])
+    if rng.random() < shape.transfer_rate:  # a flow moves the call to another queue: a second ACD visit
         advance(2_000, 30_000)
-        emit("acd.end", queueId=queue, acdOutcome="TRANSFER", disconnectType="TRANSFER")
-        queue = f"queue-{rng.randrange(shape.queues):03d}"
+        emit("acd.end", acd, queueId=queue, acdOutcome="FLOW_OUT", disconnectType="TRANSFER")
+        queue, acd = f"queue-{rng.randrange(shape.queues):03d}", _uuid(rng)
         advance(0, 300)
-        emit("acd.start", queueId=queue, requestedRoutings=["STANDARD"])
+        emit("acd.start", acd, queueId=queue, requestedRoutings=["STANDARD"])
     advance(1_000, 60_000)
-    emit("acd.end", queueId=queue, acdOutcome="ANSWERED", answeredUserId=agent)
+    if rng.random() < shape.abandon_rate:
+        emit("acd.end", acd, queueId=queue, acdOutcome="ABANDON", disconnectType="PEER")
+        advance(0, 200)
+        emit("customer.end", customer, disconnectType="PEER")
+        return events
+    emit("acd.end", acd, queueId=queue, acdOutcome="ANSWERED", answeredUserId=agent)
     advance(0, 50)
-    emit("user.start", userId=agent, queueId=queue)
+    emit("user.start", agent_participant, userId=agent, queueId=queue)
+    connected = t
     attributes = {"intent": rng.choice(("billing", "support", "sales", "outage")),
                   "customerTier": rng.choice(("gold", "silver", "bronze"))}
     for _ in range(rng.randint(1, 3)):
         advance(500, 20_000)
         if rng.random() >= shape.refire_rate:
             attributes = dict(attributes, step=str(rng.randrange(1000)))
-        emit("attributes", attributes=dict(attributes))
+        emit("attributes", customer, attributes=dict(attributes))
     advance(10_000, 300_000)
-    emit("user.end", userId=agent, queueId=queue, disconnectType="PEER")
+    held = rng.choice((0, 0, 0, rng.randint(5_000, 60_000)))
+    transferred = rng.random() < shape.transfer_rate / 2
+    emit("user.end", agent_participant, userId=agent, queueId=queue, interactingDurationMs=max(0, t - connected - held),
+         heldDurationMs=held, disconnectType="TRANSFER" if transferred else "PEER")
+    ended = t
+    advance(2_000, 60_000)
+    emit("acw", agent_participant, userId=agent, queueId=queue, wrapupCode=rng.choice(WRAPUP_CODES),
+         wrapupDurationMs=t - ended)
     advance(0, 200)
-    emit("acw", userId=agent, queueId=queue, wrapupCode=rng.choice(WRAPUP_CODES))
-    advance(0, 200)
-    emit("customer.end", disconnectType="PEER")
+    emit("customer.end", customer, disconnectType="PEER")
     return events
 
 

@@ -18,7 +18,14 @@ state_dir = "state"       # one RocksDB per shard below it
 [dynamodb]
 table = "conversations"
 dead_letter_table = "conversation-dead-letters"
+metrics_table = "conversation-metrics"
 endpoint = ""             # empty: AWS; set for a local emulator
+
+[analytics]               # queue and agent metrics (adapters with sessions: Genesys detail events)
+interval_minutes = 30     # 5, 10, 15, 30 or 60, aligned to the epoch
+service_level_seconds = 20  # answered within this counts towards the service level
+retention_days = 400      # an interval's metrics expire this long after it (gauges never)
+[analytics.service_level_seconds_by_queue]  # per-queue targets: queueId = seconds
 
 [inspect]                 # `processor inspect` masks every projection value but these
 show = ["status"]         # added to the adapter's own known non-PII fields
@@ -40,8 +47,11 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib
 
 from processor.adapters import Adapter, build_adapter
+from processor.analytics.contribution import INTERVAL_CHOICES, AnalyticsSettings
 from processor.engine import FlushPolicy
 from processor.dynamodb.item import Retention
+from processor.dynamodb.metrics import MetricsTarget
+from processor.dynamodb.sink import DynamoSink
 
 DAY = 86_400
 _BARE_KEY = re.compile(r"[A-Za-z0-9_-]+")
@@ -60,7 +70,12 @@ class Settings:
     state_dir: str = "state"
     table: str = "conversations"
     dead_letter_table: str = "conversation-dead-letters"
+    metrics_table: str = "conversation-metrics"
     endpoint: str | None = None
+    interval_minutes: int = 30
+    service_level_seconds: float = 20.0
+    metrics_retention_days: float = 400.0
+    service_level_seconds_by_queue: Mapping[str, float] = field(default_factory=dict)
     inspect_show: tuple[str, ...] = ()
     inspect_mask: tuple[str, ...] = ()
 
@@ -84,6 +99,18 @@ class Settings:
     def build_adapter(self) -> Adapter:
         return build_adapter(self.adapter)
 
+    @property
+    def analytics(self) -> AnalyticsSettings:
+        return AnalyticsSettings(self.interval_minutes, self.service_level_seconds,
+                                 dict(self.service_level_seconds_by_queue))
+
+    def build_sink(self, client: Any, adapter: Adapter, table: str | None = None,
+                   metrics_table: str | None = None) -> DynamoSink:
+        """The production sink: conversation states, and the metrics when the adapter has sessions."""
+        metrics = MetricsTarget(metrics_table or self.metrics_table, self.analytics,
+                                int(self.metrics_retention_days * DAY)) if adapter.keeps_sessions else None
+        return DynamoSink(client, table or self.table, adapter.derive, self.retention, metrics=metrics)
+
     def to_toml(self) -> str:
         """These settings as a file `load_settings` reads back to the same settings."""
         lines = _toml_table("adapter", self.adapter) if self.adapter else []
@@ -91,7 +118,9 @@ class Settings:
             lines.append(f"[{table}]")
             for spec in (spec for spec in SCHEMA if spec.table == table):
                 value = getattr(self, spec.field)
-                if value is not None:
+                if spec.kind is dict:
+                    lines += _toml_table(f"{table}.{spec.key}", value)
+                elif value is not None:
                     lines.append(f"{spec.key} = {_toml_value(list(value) if spec.kind is tuple else value)}")
         return "\n".join(lines) + "\n"
 
@@ -105,6 +134,7 @@ class Spec:
     key: str
     kind: type
     environment: str | None = None
+    choices: tuple[Any, ...] | None = None
 
 
 #: every setting but the [adapter] table, the one place that says where each is read from
@@ -120,7 +150,12 @@ SCHEMA = (
     Spec("state_dir", "processor", "state_dir", str, "PROCESSOR_STATE_DIR"),
     Spec("table", "dynamodb", "table", str, "PROCESSOR_TABLE"),
     Spec("dead_letter_table", "dynamodb", "dead_letter_table", str, "PROCESSOR_DEAD_LETTER_TABLE"),
+    Spec("metrics_table", "dynamodb", "metrics_table", str, "PROCESSOR_METRICS_TABLE"),
     Spec("endpoint", "dynamodb", "endpoint", str, "PROCESSOR_DYNAMODB_ENDPOINT"),
+    Spec("interval_minutes", "analytics", "interval_minutes", int, choices=INTERVAL_CHOICES),
+    Spec("service_level_seconds", "analytics", "service_level_seconds", float),
+    Spec("metrics_retention_days", "analytics", "retention_days", float),
+    Spec("service_level_seconds_by_queue", "analytics", "service_level_seconds_by_queue", dict),  # last: a sub-table
     Spec("inspect_show", "inspect", "show", tuple),
     Spec("inspect_mask", "inspect", "mask", tuple),
 )
@@ -161,6 +196,18 @@ def _read(path: str) -> dict[str, Any]:
 
 
 def _typed(spec: Spec, value: Any, where: str) -> Any:
+    number = _typed_value(spec, value, where)
+    if spec.choices is not None and number not in spec.choices:
+        raise ValueError(f"{where} must be one of {', '.join(map(str, spec.choices))}: {value!r}")
+    return number
+
+
+def _typed_value(spec: Spec, value: Any, where: str) -> Any:
+    if spec.kind is dict:
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a table of queueId = seconds")
+        return {str(key): _typed(Spec(spec.field, spec.table, key, float), seconds, f"{where}.{key}")
+                for key, seconds in value.items()}
     if spec.kind is tuple:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ValueError(f"{where} must be a list of field names")

@@ -208,8 +208,9 @@ class ShardEngine:
         remote = self._sink.read(unknown) if unknown else {}
         self.counters.conversations += len(unknown)
         self.counters.rehydrated += len(remote)
-        for cid in missing:
-            self._touched[cid] = local.get(cid) or remote.get(cid) or ConversationState()
+        loaded = {cid: local.get(cid) or remote.get(cid) or ConversationState() for cid in missing}
+        self._sink.baseline(loaded.values())  # what each contributes as stored, before events change it (I12)
+        self._touched.update(loaded)
 
     def flush_due(self, now: float | None = None) -> bool:
         """A flush is due after `max_records` records or `max_seconds` with records pending, or
@@ -232,7 +233,7 @@ class ShardEngine:
         self._load(due)
         writes = self._changed | due
         if writes:
-            self._sink.write({cid: self._touched[cid] for cid in writes}, self._dead_letter_now)
+            self._sink.write({cid: self._touched[cid] for cid in writes}, self._dead_letter_now, self.shard_id)
             self.counters.held_writes += len(due - self._changed)
             for cid in writes:
                 self._held.pop(cid, None)

@@ -86,7 +86,7 @@ class ShardProcessor(processor.RecordProcessorBase):
                         self.shard_id, local, checkpoint)
             self._store.reset()
         self.engine = ShardEngine(self.shard_id, adapter, self._store,
-                                  DynamoSink(client, settings.table, adapter.derive, settings.retention),
+                                  settings.build_sink(client, adapter),
                                   DynamoDeadLetters(client, settings.dead_letter_table,
                                                     settings.dead_letter_retention_seconds),
                                   settings.flush_policy, checkpoint=checkpoint)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
 from processor import codec
+from processor.analytics.contribution import Contribution
+from processor.analytics.sessions import is_session
 from processor.model import ConversationEvent, Register
 
 #: how many recent event keys a conversation remembers (8 bytes each in the DynamoDB item)
@@ -38,10 +40,14 @@ class ConversationState:
     registers: dict[str, Register] = field(default_factory=dict)
     recent_keys: list[int] = field(default_factory=list)
     version: int = 0  # the DynamoDB item version this state was last written as (0: never)
+    #: what the stored item at `version` contributes to the metrics cells (I12): set when the state
+    #: is loaded or written, before events change it; None where no analytics are kept
+    base: Contribution | None = None
 
     def projection(self, derive: Derive | None = None) -> dict[str, Any]:
-        """The attributes written to DynamoDB: register values plus figures derived from them."""
-        values = {name: reg.value for name, reg in self.registers.items()}
+        """The attributes written to DynamoDB: register values (sessions are bookkeeping) plus
+        figures derived from them."""
+        values = {name: reg.value for name, reg in self.registers.items() if not is_session(name)}
         if derive is not None:
             values.update(derive(values))
         return values

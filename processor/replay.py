@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 import orjson
 
 from processor import codec
+from processor.analytics.reader import MetricsReader
 from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
 from processor.engine import Counters, FlushPolicy, ShardEngine
@@ -212,11 +213,20 @@ def scan_items(client: Any, table: str) -> list[dict[str, Any]]:
 
 def export_table(client: Any, table: str, path: str) -> int:
     """Write every item of `table` as a JSON line (plain values), sorted by conversation id."""
-    items = scan_items(client, table)
+    return write_jsonl(path, scan_items(client, table))
+
+
+def export_metrics(client: Any, table: str, path: str, interval_minutes: int) -> int:
+    """Write the stored metrics, summed over partials, one JSON line per cell (`--export-metrics`)."""
+    return write_jsonl(path, MetricsReader(client, table, interval_minutes).rows())
+
+
+def write_jsonl(path: str, rows: list[dict[str, Any]]) -> int:
+    """Rows as JSON lines in a file only its owner reads (projection values can carry PII)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(descriptor, 0o600)  # projection values can carry PII (attributes)
+    os.fchmod(descriptor, 0o600)
     with open(descriptor, "wb") as out:
-        for item in items:
-            out.write(codec.dumps(item, sort_keys=True) + b"\n")
-    return len(items)
+        for row in rows:
+            out.write(codec.dumps(row, sort_keys=True) + b"\n")
+    return len(rows)

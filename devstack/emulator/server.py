@@ -4,7 +4,8 @@ Run as `python -m devstack.emulator.server --port N`. Why each piece:
   * hypercorn speaks HTTP/1.1 (boto3) and h2c, HTTP/2 without TLS, which KCL's Kinesis client
     insists on;
   * one lock around moto, which is not thread-safe (concurrent puts lose records);
-  * the Kinesis resharding patch (see kinesis_patch);
+  * the Kinesis resharding patch (see kinesis_patch), and a rollback for DynamoDB transactions
+    that copies only the items they name (see dynamodb_patch);
   * optional throttling faults (`--throttle FRACTION`): a share of DynamoDB data-plane requests
     answered with ProvisionedThroughputExceededException, to test the retry path for real;
   * an optional meter (`--meter`): DynamoDB requests and write units per table, served as JSON
@@ -25,7 +26,7 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 from moto.server import DomainDispatcherApplication, create_backend_app
 
-from devstack.emulator import kinesis_patch
+from devstack.emulator import dynamodb_patch, kinesis_patch
 from devstack.emulator.meter import Meter
 
 THROTTLED_ACTIONS = {"PutItem", "UpdateItem", "GetItem", "BatchGetItem", "BatchWriteItem", "DeleteItem"}
@@ -125,6 +126,7 @@ def main() -> None:
     parser.add_argument("--meter", action="store_true", help="count DynamoDB requests and write units")
     args = parser.parse_args()
     kinesis_patch.apply()
+    dynamodb_patch.apply()
 
     config = Config()
     config.bind = [f"{args.host}:{args.port}"]
@@ -132,6 +134,7 @@ def main() -> None:
     config.h2_max_inbound_frame_size = 2 ** 24 - 1
     config.wsgi_max_body_size = 64 * 1024 * 1024
     config.keep_alive_timeout = 3600
+    config.graceful_timeout = 1.0  # idle keep-alive clients must not hold a stop for seconds
 
     stop = asyncio.Event()
 

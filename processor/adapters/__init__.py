@@ -18,6 +18,8 @@ class Adapter(Protocol):
     #: projection fields known to carry no PII: `processor inspect` shows only these in clear
     #: (plus `[inspect] show`); every other value is masked, so an unknown field is safe by default
     public_fields: frozenset[str]
+    #: whether events carry ACD/agent sessions (`processor.analytics.sessions`): metrics are kept
+    keeps_sessions: bool
 
     def normalize(self, envelope: dict[str, Any]) -> ConversationEvent:
         """The event this envelope carries; raises `Rejected` when it carries none."""

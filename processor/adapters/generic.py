@@ -33,6 +33,8 @@ MAX_ATTRIBUTE_NAME_BYTES = 255
 class GenericAdapter:
     #: none: the configured fields are the operator's to vouch for (`[inspect] show`)
     public_fields: frozenset[str] = frozenset()
+    #: no sessions: a generic source produces no queue or agent metrics
+    keeps_sessions = False
 
     def __init__(self, conversation_id: str, event_time: str, state: Mapping[str, str], event_id: str | None = None):
         self.conversation_id_path = conversation_id

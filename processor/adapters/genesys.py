@@ -13,6 +13,7 @@ import re
 from functools import lru_cache
 from typing import Any, Iterator, Mapping
 
+from processor.analytics.sessions import session_register
 from processor.adapters import event_key, parse_time_ms, require_conversation_id, require_time
 from processor.model import ConversationEvent, Register, Rejected
 
@@ -66,6 +67,8 @@ def _topic_kind(topic: Any) -> tuple[str, str] | None:
 
 
 class GenesysAdapter:
+    #: detail events carry ACD and agent sessions: the metrics are computed from them
+    keeps_sessions = True
     #: ids, codes, flags and times: no caller data (unlike `attributes` and `participants`)
     public_fields: frozenset[str] = frozenset({
         "mediaType", "direction", "queueId", "agentUserId", "acdOutcome", "wrapupCode", "ended", "startTime",
@@ -115,6 +118,9 @@ class GenesysAdapter:
         if subtopic == "customer.end":
             sets["ended"] = Register(time_ms, True)
             sets["endTime"] = Register(time_ms, time_ms)
+        session = session_register(subtopic, body, time_ms)
+        if session is not None:
+            sets[session[0]] = session[1]
         return ConversationEvent(conversation_id, event_key(topic, body), subtopic, time_ms, sets)
 
     def _snapshot_event(self, topic: Any, body: dict, detail: dict, envelope: dict) -> ConversationEvent:

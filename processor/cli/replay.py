@@ -17,7 +17,9 @@ from processor.cli.render import counts_table, write_json
 from processor.config import load_settings
 from processor.deadletters import JsonlDeadLetters
 from processor.dynamodb.client import dynamodb_client, ensure_table, table_exists
-from processor.dynamodb.sink import DynamoSink, NullSink
+from processor.analytics.layout import KEY as METRICS_KEY
+from processor.dynamodb.item import KEY
+from processor.dynamodb.sink import NullSink
 
 log = logging.getLogger("processor")
 
@@ -34,7 +36,11 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "unless --create-table")
     parser.add_argument("--create-table", action="store_true", help="create the table (on demand) if it does not "
                         "exist, e.g. on a local endpoint; a deployment's tables come from deploy/template.yaml")
+    parser.add_argument("--metrics-table", help="metrics table (default from settings: conversation-metrics); it "
+                        "must exist unless --create-table (adapters with sessions only)")
     parser.add_argument("--export", help="write the table's final items here as JSONL")
+    parser.add_argument("--export-metrics", help="write the stored metrics here as JSONL, summed over partials: one "
+                        "object per cell with any non-zero metric")
     parser.add_argument("--report", help="write the run's counts here as JSON")
     parser.add_argument("--dead-letter", help="dead-letter JSONL (default: beside --export, else ./dead-letters.jsonl)")
     parser.add_argument("--state-dir", help="keep shard RocksDBs here (default: a temporary directory); re-running "
@@ -54,22 +60,28 @@ def run(args: argparse.Namespace) -> int:
     if args.state_dir:
         target = "dry run" if args.dry_run else f"{endpoint} {table}" if endpoint else replaying.EPHEMERAL
         replaying.bind_state_dir(args.state_dir, args.events, args.shards, settings.adapter, target)
-    if args.dry_run and args.export:
-        raise ValueError("--export reads the table, which --dry-run does not write: drop one of them")
+    if args.dry_run and (args.export or args.export_metrics):
+        raise ValueError("--export and --export-metrics read the tables, which --dry-run does not write")
     dead_letters = JsonlDeadLetters(args.dead_letter or _beside(args.export, "dead-letters.jsonl"))
     adapter = settings.build_adapter()
     with _dynamodb(endpoint, args.dry_run) as client:
         if client is None:
             sink: Any = NullSink()
         else:
-            _table_ready(client, table, create=args.create_table or not endpoint, endpoint=endpoint)
-            sink = DynamoSink(client, table, adapter.derive, settings.retention)
+            metrics_table = (args.metrics_table or settings.metrics_table) if adapter.keeps_sessions else None
+            for name, key in ((table, KEY), (metrics_table, METRICS_KEY)):
+                if name is not None:
+                    _table_ready(client, name, key, create=args.create_table or not endpoint, endpoint=endpoint)
+            sink = settings.build_sink(client, adapter, table, metrics_table)
         with _progress(Console(stderr=True), args.events, enabled=not args.no_progress) as advance:
             result = replaying.replay(replaying.read_lines(args.events), adapter, sink, dead_letters,
                                       shards=args.shards, state_root=args.state_dir,
                                       flush_records=settings.flush_records,
                                       retention_seconds=settings.retention_seconds, on_progress=advance)
         exported = replaying.export_table(client, table, args.export) if args.export and client is not None else None
+        if args.export_metrics and client is not None:
+            cells = replaying.export_metrics(client, metrics_table, args.export_metrics, settings.interval_minutes) \
+                if metrics_table else replaying.write_jsonl(args.export_metrics, [])
     if args.report:
         write_json(args.report, result.report())
     console = Console()
@@ -85,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"dead letters: {dead_letters.count:,} in {dead_letters.path}")
     if exported is not None:
         console.print(f"export: {exported:,} items in {args.export} (table {table})")
+    if args.export_metrics:
+        console.print(f"metrics: {cells:,} cells in {args.export_metrics}")
     if args.report:
         console.print(f"report: {args.report}")
     return 0
@@ -128,12 +142,13 @@ def _progress(console: Console, path: str, enabled: bool) -> Iterator[Callable[[
         yield lambda count: progress.advance(task, count)
 
 
-def _table_ready(client: Any, table: str, create: bool, endpoint: str | None) -> None:
+def _table_ready(client: Any, table: str, key: str, create: bool, endpoint: str | None) -> None:
     """The table must be there: a mistyped name would otherwise receive the whole replay."""
     if create:
-        ensure_table(client, table)
+        ensure_table(client, table, key)
     elif not table_exists(client, table):
-        raise ValueError(f"table {table} does not exist at {endpoint}: check --table (or pass --create-table)")
+        raise ValueError(f"table {table} does not exist at {endpoint}: check --table/--metrics-table (or pass "
+                         "--create-table)")
 
 
 def _beside(path: str | None, name: str) -> str:

@@ -6,7 +6,9 @@
   register stamps and `_k` the recent event keys (8 bytes each, one binary): what a new owner
   needs to merge and deduplicate (I6); `_ttl` epoch seconds after which DynamoDB may expire the
   item: an ended conversation's end plus the retention, any other's last event plus the
-  inactivity retention (an end event can be lost, and nothing may stay for ever: I8).
+  inactivity retention (an end event can be lost, and nothing may stay for ever: I8); `_s` the
+  session registers by name (their stamp is their first element), what the metrics are computed
+  from, so a new owner recomputes the stored contribution exactly (I12).
 """
 from __future__ import annotations
 
@@ -15,13 +17,14 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Mapping
 
+from processor.analytics.sessions import PREFIX as SESSION_PREFIX, is_session
 from processor.limits import ITEM_BUDGET_BYTES, oversized_fields
 from processor.model import Register
 from processor.reduce import KEY_WINDOW, ConversationState, Derive, tombstone
 
 KEY = "conversationId"
 VERSION = "version"
-STAMPS, KEYS, TTL = "_t", "_k", "_ttl"
+STAMPS, KEYS, TTL, SESSIONS = "_t", "_k", "_ttl", "_s"
 
 
 @dataclass(frozen=True)
@@ -47,7 +50,10 @@ def to_item(conversation_id: str, state: ConversationState, version: int, derive
     attributes: dict[str, Any] = dict(state.projection(derive))
     attributes[KEY] = conversation_id
     attributes[VERSION] = version
-    attributes[STAMPS] = {name: reg.stamp for name, reg in state.registers.items()}
+    attributes[STAMPS] = {name: reg.stamp for name, reg in state.registers.items() if not is_session(name)}
+    sessions = {name[len(SESSION_PREFIX):]: reg.value for name, reg in state.registers.items() if is_session(name)}
+    if sessions:
+        attributes[SESSIONS] = sessions
     attributes[KEYS] = b"".join(key.to_bytes(8, "big") for key in state.recent_keys[-KEY_WINDOW:])
     expires = retention.expires_at(state) if retention is not None else None
     if expires is not None:
@@ -74,6 +80,9 @@ def from_item(item: Mapping[str, Any]) -> tuple[str, ConversationState]:
     plain = unwrap(item)
     stamps = plain.get(STAMPS) or {}
     registers = {name: Register(int(stamp), plain.get(name)) for name, stamp in stamps.items()}
+    for name, value in (plain.get(SESSIONS) or {}).items():
+        if isinstance(value, list) and value and isinstance(value[0], int):
+            registers[SESSION_PREFIX + name] = Register(value[0], value)
     raw_keys = item.get(KEYS, {}).get("B", b"")
     keys = [int.from_bytes(raw_keys[i:i + 8], "big") for i in range(0, len(raw_keys), 8)]
     return plain[KEY], ConversationState(registers, keys, int(plain.get(VERSION, 0)))

@@ -16,7 +16,10 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from botocore.exceptions import ClientError
 
-from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, to_item
+from processor.analytics.contribution import Cell
+from processor.analytics.sessions import is_session
+from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, item_size, to_item
+from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Transaction
 from processor.dynamodb.retry import GaveUp, full_jitter, until_processed, with_retries
 from processor.model import Refusal
 from processor.reduce import ConversationState, Derive, adds_to, canonical, merge, tombstone
@@ -24,6 +27,11 @@ from processor.reduce import ConversationState, Derive, adds_to, canonical, merg
 BATCH_GET_LIMIT = 100
 #: merges after failed conditions before giving up on a conversation's write (a race settles in 2)
 MAX_CONFLICT_ROUNDS = 16
+#: rounds of cancelled transactions (conflicts with other transactions, throttling) before giving up
+MAX_TRANSACTION_ROUNDS = 200
+#: cancellation reasons of a transaction's actions that a later round may clear
+THROTTLED_REASONS = frozenset({"ThrottlingError", "ProvisionedThroughputExceeded"})
+RETRY_REASONS = THROTTLED_REASONS | {"None", "TransactionConflict"}
 
 
 class RefusedItem(RuntimeError):
@@ -40,8 +48,13 @@ class Sink(Protocol):
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         """Stored states of these conversations (absent ones are left out)."""
 
-    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None) -> list[Refusal]:
-        """Make the store hold (at least) these states; bumps each state's version as written.
+    def baseline(self, states: Iterable[ConversationState]) -> None:
+        """Record what each state, as stored, contributes to the metrics (before events change it)."""
+
+    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None,
+              shard_id: str = "") -> list[Refusal]:
+        """Make the store hold (at least) these states; bumps each state's version as written, and
+        moves the metrics of `shard_id` by the same versions' deltas (I12).
 
         Fields DynamoDB cannot store are tombstoned in the state, handed to `on_refused` before
         the item without them is written, and returned (I15)."""
@@ -51,6 +64,7 @@ class Sink(Protocol):
 class SinkCounters:
     writes: int = 0  # PutItem requests issued, retries included
     reads: int = 0  # BatchGetItem requests issued
+    transactions: int = 0  # TransactWriteItems requests issued (conversations with metric deltas)
     conflicts: int = 0  # conditional checks that failed and were merged
     throttles: int = 0  # retryable failures (throttling, 5xx, connection)
     refused: int = 0  # fields left out of an item because DynamoDB cannot store them
@@ -70,7 +84,11 @@ class NullSink:
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         return {}
 
-    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None) -> list[Refusal]:
+    def baseline(self, states: Iterable[ConversationState]) -> None:
+        pass
+
+    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None,
+              shard_id: str = "") -> list[Refusal]:
         for state in states.values():
             state.version += 1
         return []
@@ -78,9 +96,11 @@ class NullSink:
 
 class DynamoSink:
     def __init__(self, client: Any, table: str, derive: Derive | None = None,
-                 retention: Retention | None = None, concurrency: int = 16):
+                 retention: Retention | None = None, concurrency: int = 16, metrics: MetricsTarget | None = None):
+        """`metrics`: keep the queue and agent metrics there too (None: conversation states only)."""
         self._client = client
         self._table = table
+        self._metrics = MetricsWriter(client, metrics, self._call) if metrics is not None else None
         self._derive = derive
         self._retention = retention
         self._pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="ddb-write")
@@ -100,13 +120,33 @@ class DynamoSink:
                     found[conversation_id] = state
         return found
 
-    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None) -> list[Refusal]:
-        futures = [self._pool.submit(self._write_one, cid, state, on_refused) for cid, state in states.items()]
-        return [refusal for future in futures for refusal in future.result()]
+    def baseline(self, states: Iterable[ConversationState]) -> None:
+        if self._metrics is not None:
+            for state in states:
+                self._metrics.baseline(state)
+
+    def write(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None = None,
+              shard_id: str = "") -> list[Refusal]:
+        """Conversations whose metrics do not move are plain conditional puts; the others go in
+        transactions with their metric deltas (so are those a merge gave a delta on the way)."""
+        metrics = self._metrics
+        moving = {cid: state for cid, state in states.items() if metrics is not None and metrics.delta(state)}
+        futures = {cid: self._pool.submit(self._write_one, cid, state, on_refused)
+                   for cid, state in states.items() if cid not in moving}
+        refusals: list[Refusal] = []
+        for cid, future in futures.items():
+            written, refused = future.result()
+            refusals += refused
+            if not written:
+                moving[cid] = states[cid]
+        if moving:
+            refusals += self._write_transactions(moving, on_refused, shard_id)
+        return refusals
 
     def _write_one(self, conversation_id: str, state: ConversationState,
-                   on_refused: OnRefused | None) -> list[Refusal]:
-        """Write until the store holds `state` (merging what others wrote meanwhile, I5)."""
+                   on_refused: OnRefused | None) -> tuple[bool, list[Refusal]]:
+        """Write until the store holds `state` (merging what others wrote meanwhile, I5). False
+        when a merge gave the state a metric delta: it must go in a transaction (I12)."""
         refusals: list[Refusal] = []
         for conflict in range(MAX_CONFLICT_ROUNDS):
             item, dropped = fitted_item(conversation_id, state, state.version + 1, self._derive, self._retention)
@@ -125,14 +165,87 @@ class DynamoSink:
                 stored = error.response.get("Item") or self._get(conversation_id)
                 if not self._adopt_stored(state, stored):
                     break
+                if self._metrics is not None and self._metrics.delta(state):
+                    return False, refusals
                 if conflict:  # another writer keeps winning: let it finish
                     time.sleep(full_jitter(conflict, 0.05, 1.0))
                 continue
             state.version += 1
+            if self._metrics is not None:
+                self._metrics.baseline(state)
             break
         else:
             raise GaveUp(f"a conversation's write still conflicted after {MAX_CONFLICT_ROUNDS} merges")
+        return True, refusals
+
+    def _write_transactions(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None,
+                            shard_id: str) -> list[Refusal]:
+        """Write these conversations with their metric deltas until each is stored (I5, I12)."""
+        metrics = self._metrics
+        assert metrics is not None
+        slots: dict[Cell, int] = {}
+        pending = dict(states)
+        refusals: list[Refusal] = []
+        merges = rounds = 0
+        while pending:
+            items, sizes, deltas = {}, {}, {}
+            for cid, state in pending.items():
+                items[cid], dropped = fitted_item(cid, state, state.version + 1, self._derive, self._retention)
+                refusals += self._refuse([Refusal(cid, name, register, "item over DynamoDB's 400 KB limit")
+                                          for name, register in dropped], on_refused)
+                sizes[cid], deltas[cid] = item_size(items[cid]), metrics.delta(state)
+            transactions = metrics.pack(deltas, sizes, slots)
+            metrics.announce(transactions, shard_id)
+            outcomes = list(self._pool.map(lambda t: self._transact(t, items, deltas, shard_id), transactions))
+            merged = False
+            for transaction, failures in zip(transactions, outcomes):
+                for cid in transaction.conversations:
+                    state, failure = pending[cid], failures.get(cid)
+                    if failure is None:
+                        state.version += 1
+                        metrics.baseline(state)
+                        del pending[cid]
+                    elif failure[0] == "ConditionalCheckFailed":
+                        self.counters.add("conflicts")
+                        merged = True
+                        if not self._adopt_stored(state, failure[1] or self._get(cid)):
+                            del pending[cid]
+                    elif failure[0] == "ValidationError":
+                        refusals += self._refuse(self._refused_fields(cid, state, "ValidationException"), on_refused)
+            merges += merged
+            rounds += 1
+            if pending and (merges > MAX_CONFLICT_ROUNDS or rounds > MAX_TRANSACTION_ROUNDS):
+                raise GaveUp(f"conversations' transactions still cancelled after {rounds} rounds")
+            if pending and not merged:
+                time.sleep(full_jitter(rounds, 0.05, 2.0))  # cancelled by contention or throttling
         return refusals
+
+    def _transact(self, transaction: Transaction, items: Mapping[str, dict[str, Any]],
+                  deltas: Mapping[str, Any], shard_id: str) -> dict[str, tuple[str, Any]]:
+        """Run one transaction; the conversations it did not write, with the reason and, for a
+        failed condition, the stored item. Empty: all written."""
+        assert self._metrics is not None
+        puts = [{"Put": {"TableName": self._table, "Item": items[cid],
+                         "ConditionExpression": "attribute_not_exists(#id) OR #v = :expected",
+                         "ExpressionAttributeNames": {"#id": KEY, "#v": VERSION},
+                         "ExpressionAttributeValues": {":expected": {"N": str(int(items[cid][VERSION]["N"]) - 1)}},
+                         "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}} for cid in transaction.conversations]
+        try:
+            self._call(self._client.transact_write_items, counter="transactions",
+                       TransactItems=puts + self._metrics.updates(transaction, deltas, shard_id))
+        except ClientError as error:
+            if error.response["Error"]["Code"] != "TransactionCanceledException":
+                raise
+            reasons = error.response.get("CancellationReasons") or []
+            codes = [reason.get("Code") or "None" for reason in reasons]
+            refused = [code for code in codes[len(puts):] if code not in RETRY_REASONS]
+            if refused:
+                raise RefusedItem(f"the metrics table refused a partial ({refused[0]}): check its key schema") from None
+            if THROTTLED_REASONS.intersection(codes):
+                self.counters.add("throttles")
+            return {cid: (codes[n], reasons[n].get("Item")) if n < len(reasons) else ("None", None)
+                    for n, cid in enumerate(transaction.conversations)}
+        return {}
 
     def _refuse(self, refusals: list[Refusal], on_refused: OnRefused | None) -> list[Refusal]:
         """Hand refused values over (to the dead letters, durably) before an item without them is
@@ -179,7 +292,7 @@ class DynamoSink:
         Probes, which write nothing: the item with no projected value must pass (else the table
         itself refuses our items: a loud error, not silent loss); then each value is put back,
         largest first, and kept only if the item still passes."""
-        values = sorted((name for name, reg in state.registers.items() if reg.value is not None),
+        values = sorted((name for name, reg in state.registers.items() if reg.value is not None and not is_session(name)),
                         key=lambda name: (-len(canonical(state.registers[name].value)), name))
         trial = ConversationState(dict(state.registers), state.recent_keys, state.version)
         for name in values:
@@ -198,10 +311,13 @@ class DynamoSink:
 
     def _adopt_stored(self, state: ConversationState, stored_item: Mapping[str, Any] | None) -> bool:
         """Join the stored item into `state`; True when ours still adds to it (write again)."""
-        if stored_item is None:  # deleted under us (TTL): the next attempt creates it anew
-            state.version = 0
+        if stored_item is None:  # deleted under us (TTL): the next attempt creates it anew, and
+            state.version = 0  # the metrics keep what it contributed (its base stays)
             return True
         _, stored = from_item(stored_item)
+        if self._metrics is not None:
+            self._metrics.baseline(stored)
+            state.base = stored.base
         merge(state, stored)
         state.version = stored.version
         return adds_to(state, stored)

@@ -1,0 +1,108 @@
+"""The metrics table: write-sharded partial cells, and the directory their readers follow (I13).
+
+One partition key per (cell, shard, slot), no sort key:
+- partial  `<cell>#<shard>#<slot>`: metric sums ADDed by one shard's transactions; `slot` numbers
+  the transactions of one flush that touch the cell, so each key is written at most once per flush
+  of one shard, whatever one queue's event rate, and only ever by that shard's owner;
+- directory `d|<interval>|<shard>` (`d|gauge|<shard>`): the partials a shard created for an interval,
+  a string set ADDed before the transactions that create them (a listed partial may be missing: 0);
+- shard days `s|<shard>`: the days (UTC) a shard has directories for;
+- registry `r|<n>` (16 of them, by a hash of the shard id): the shards that ever wrote metrics.
+Readers sum partials over every suffix they find by following registry → days → directories; never an
+item keyed by a bare queue id.
+"""
+from __future__ import annotations
+
+import zlib
+from datetime import datetime, timedelta, timezone
+from typing import Any, Iterable, Mapping
+
+from processor.analytics.contribution import AGENT, GAUGE, QUEUE, Cell, interval_text
+
+KEY = "pk"
+TTL = "_ttl"
+PARTS, DAYS, SHARDS = "parts", "days", "shards"
+REGISTRY_BUCKETS = 16
+_KIND_LETTER = {QUEUE: "q", AGENT: "a", GAUGE: "g"}
+_OWNER_NAME = {QUEUE: "queueId", AGENT: "userId", GAUGE: "queueId"}
+
+
+def _escaped(text: str) -> str:
+    return text.replace("%", "%25").replace("|", "%7C").replace("#", "%23")
+
+
+def cell_key(cell: Cell) -> str:
+    interval = interval_text(cell.interval) if cell.interval is not None else ""
+    return "|".join((_KIND_LETTER[cell.kind], _escaped(cell.owner), _escaped(cell.media_type or ""), interval))
+
+
+def partial_key(cell: Cell, shard_id: str, slot: int) -> str:
+    return f"{cell_key(cell)}#{shard_id}#{slot}"
+
+
+def directory_name(cell: Cell) -> str:
+    """Which directory lists this cell's partials: its interval's, or the gauges'."""
+    return interval_text(cell.interval) if cell.interval is not None else "gauge"
+
+
+def directory_key(name: str, shard_id: str) -> str:
+    return f"d|{name}|{shard_id}"
+
+
+def shard_key(shard_id: str) -> str:
+    return f"s|{shard_id}"
+
+
+def registry_key(shard_id: str) -> str:
+    return f"r|{zlib.crc32(shard_id.encode('utf-8')) % REGISTRY_BUCKETS}"
+
+
+def registry_keys() -> list[str]:
+    return [f"r|{n}" for n in range(REGISTRY_BUCKETS)]
+
+
+def day_of(interval: str) -> str:
+    return interval[:10]
+
+
+def intervals_of_day(day: str, interval_minutes: int) -> list[str]:
+    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc)
+    step = timedelta(minutes=interval_minutes)
+    return [(start + n * step).strftime("%Y-%m-%dT%H:%M:%SZ") for n in range(24 * 60 // interval_minutes)]
+
+
+def partial_update(table: str, cell: Cell, amounts: Mapping[str, int], shard_id: str, slot: int,
+                   expires_at: int | None) -> dict[str, Any]:
+    """A TransactWriteItems Update that adds `amounts` to one partial (creating it named)."""
+    names: dict[str, str] = {"#kind": "kind", "#owner": _OWNER_NAME[cell.kind], "#shard": "shard"}
+    values: dict[str, Any] = {":kind": {"S": cell.kind}, ":owner": {"S": cell.owner}, ":shard": {"S": shard_id}}
+    sets = ["#kind = :kind", "#owner = :owner", "#shard = :shard"]
+    if cell.media_type is not None:
+        names["#media"], values[":media"] = "mediaType", {"S": cell.media_type}
+        sets.append("#media = :media")
+    if cell.interval is not None:
+        names["#interval"], values[":interval"] = "interval", {"S": interval_text(cell.interval)}
+        sets.append("#interval = :interval")
+    if expires_at is not None:
+        names["#ttl"], values[":ttl"] = TTL, {"N": str(expires_at)}
+        sets.append("#ttl = :ttl")
+    adds = []
+    for n, (metric, amount) in enumerate(amounts.items()):
+        names[f"#m{n}"], values[f":m{n}"] = metric, {"N": str(amount)}
+        adds.append(f"#m{n} :m{n}")
+    expression = "SET " + ", ".join(sets) + (" ADD " + ", ".join(adds) if adds else "")
+    return {"Update": {"TableName": table, "Key": {KEY: {"S": partial_key(cell, shard_id, slot)}},
+                       "UpdateExpression": expression, "ExpressionAttributeNames": names,
+                       "ExpressionAttributeValues": values}}
+
+
+def set_addition(key: str, attribute: str, members: Iterable[str], expires_at: int | None = None) -> dict[str, Any]:
+    """UpdateItem arguments that add members to a string set (idempotent: a replay adds nothing)."""
+    arguments: dict[str, Any] = {"Key": {KEY: {"S": key}}, "UpdateExpression": "ADD #set :members",
+                                 "ExpressionAttributeNames": {"#set": attribute},
+                                 "ExpressionAttributeValues": {":members": {"SS": sorted(set(members))}}}
+    if expires_at is not None:
+        arguments["UpdateExpression"] += " SET #ttl = :ttl"
+        arguments["ExpressionAttributeNames"]["#ttl"] = TTL
+        arguments["ExpressionAttributeValues"][":ttl"] = {"N": str(expires_at)}
+    return arguments

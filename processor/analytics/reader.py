@@ -1,0 +1,85 @@
+"""Read the metrics: every cell summed over its partials, found through the directory (I13).
+
+registry (16 items) → the shards → their days → the directories of the wanted intervals → the
+partials. Every read is a strongly consistent BatchGetItem; nothing scans the table.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any, Iterable, Iterator
+
+from processor.analytics import layout
+from processor.analytics.contribution import AGENT, GAUGE, METRICS, QUEUE
+from processor.dynamodb.item import unwrap
+from processor.dynamodb.retry import until_processed, with_retries
+
+BATCH_GET_LIMIT = 100
+#: the fields that name a cell in an exported row, by kind
+IDENTITY = {QUEUE: ("queueId", "mediaType", "interval"), AGENT: ("userId", "interval"), GAUGE: ("queueId", "mediaType")}
+
+
+class MetricsReader:
+    def __init__(self, client: Any, table: str, interval_minutes: int):
+        self._client = client
+        self._table = table
+        self._interval_minutes = interval_minutes
+
+    def rows(self, intervals: Iterable[str] | None = None, gauges: bool = True) -> list[dict[str, Any]]:
+        """The cells of these intervals (None: every interval), and the gauges, one row each in the
+        `--export-metrics` form: every metric of its kind present, cells all zero left out."""
+        days = self._days()
+        wanted = None if intervals is None else set(intervals)
+        keys = []
+        for shard, shard_days in days.items():
+            for day in sorted(shard_days):
+                keys += [layout.directory_key(interval, shard) for interval in layout.intervals_of_day(day, self._interval_minutes)
+                         if wanted is None or interval in wanted]
+            if gauges:
+                keys.append(layout.directory_key("gauge", shard))
+        parts = [part for item in self._get(keys) for part in item.get(layout.PARTS, [])]
+        return summed(self._get(parts))
+
+    def newest_intervals(self, count: int) -> list[str]:
+        """The `count` newest intervals that have metrics, newest first (stream time, not the clock)."""
+        days = self._days()
+        found: set[str] = set()
+        for day in sorted({day for shard_days in days.values() for day in shard_days}, reverse=True):
+            keys = [layout.directory_key(interval, shard) for shard, shard_days in days.items() if day in shard_days
+                    for interval in layout.intervals_of_day(day, self._interval_minutes)]
+            found |= {item[layout.KEY].split("|")[1] for item in self._get(keys) if item.get(layout.PARTS)}
+            if len(found) >= count:
+                break
+        return sorted(found, reverse=True)[:count]
+
+    def _days(self) -> dict[str, set[str]]:
+        shards = sorted({shard for item in self._get(layout.registry_keys()) for shard in item.get(layout.SHARDS, [])})
+        return {item[layout.KEY][2:]: set(item.get(layout.DAYS, []))
+                for item in self._get([layout.shard_key(shard) for shard in shards])}
+
+    def _get(self, keys: list[str]) -> Iterator[dict[str, Any]]:
+        """The items at these keys that exist, in plain values."""
+        keys = list(dict.fromkeys(keys))
+        for start in range(0, len(keys), BATCH_GET_LIMIT):
+            request = {self._table: {"Keys": [{layout.KEY: {"S": key}} for key in keys[start:start + BATCH_GET_LIMIT]],
+                                     "ConsistentRead": True}}
+            send = lambda pending: with_retries(lambda: self._client.batch_get_item(RequestItems=pending))  # noqa: E731
+            for response in until_processed(send, request, "UnprocessedKeys"):
+                for item in response.get("Responses", {}).get(self._table, []):
+                    yield unwrap(item)
+
+
+def summed(partials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Partials summed into one row per cell, sorted; rows whose metrics are all zero left out."""
+    cells: dict[tuple, dict[str, Any]] = {}
+    totals: dict[tuple, dict[str, int]] = defaultdict(dict)
+    for partial in partials:
+        kind = partial.get("kind")
+        if kind not in METRICS:
+            continue
+        identity = (kind, *(partial.get(name) for name in IDENTITY[kind]))
+        cells.setdefault(identity, {"kind": kind, **{name: partial.get(name) for name in IDENTITY[kind]}})
+        for metric in METRICS[kind]:
+            totals[identity][metric] = totals[identity].get(metric, 0) + int(partial.get(metric, 0))
+    rows = [{**cells[identity], **totals[identity]} for identity in cells if any(totals[identity].values())]
+    return sorted(rows, key=lambda row: tuple(str(row.get(name, "")) for name in ("kind", "interval", "queueId",
+                                                                                 "mediaType", "userId")))

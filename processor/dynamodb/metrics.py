@@ -1,0 +1,133 @@
+"""The metrics side of a flush: each conversation's delta, packed into transactions with its
+version change (I12), on partial keys written at most once per flush of one shard (I13).
+
+A transaction holds up to 100 actions: conversation Puts, each conditional on the stored version,
+and one ADD per cell their deltas touch, of the deltas summed. Conversations are packed in order
+of the cells they touch, so those of one queue and interval share a transaction and its partial;
+every transaction that touches a cell in one flush gets its own slot (a new partial key), and the
+directory lists each partial before a transaction can create it.
+"""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping
+
+from processor.analytics import layout
+from processor.analytics.contribution import AnalyticsSettings, Cell, Contribution, contribution, delta, metrics_of
+from processor.reduce import ConversationState
+
+#: DynamoDB's limits for one TransactWriteItems, with room to spare on the size
+MAX_ACTIONS = 100
+MAX_TRANSACTION_BYTES = 3_500_000
+
+
+@dataclass(frozen=True)
+class MetricsTarget:
+    """Where and how the metrics are kept: the table, the analytics settings, how long an
+    interval's partials live."""
+
+    table: str
+    settings: AnalyticsSettings
+    retention_seconds: int
+
+
+@dataclass
+class Transaction:
+    """Conversations written together, and the partial (cell, slot) each of their cells goes to."""
+
+    conversations: list[str] = field(default_factory=list)
+    cells: dict[Cell, int] = field(default_factory=dict)
+    size: int = 0
+
+
+class MetricsWriter:
+    """Knows the metrics table: deltas, packing, slots, and the directory (one per process)."""
+
+    def __init__(self, client: Any, target: MetricsTarget, call: Callable[..., Any]):
+        self.table = target.table
+        self.settings = target.settings
+        self._client = client
+        self._retention_seconds = target.retention_seconds
+        self._call = call
+        self._lock = threading.Lock()
+        self._listed: dict[str, set[str]] = {}  # directory key -> partials known to be listed
+        self._days: set[tuple[str, str]] = set()
+        self._registered: set[str] = set()
+
+    def baseline(self, state: ConversationState) -> None:
+        """Record what the state as stored contributes (before events change it)."""
+        state.base = contribution(state.registers, self.settings)
+
+    def delta(self, state: ConversationState) -> Contribution:
+        return delta(contribution(state.registers, self.settings), state.base or {})
+
+    def pack(self, deltas: Mapping[str, Contribution], sizes: Mapping[str, int], slots: dict[Cell, int]) -> list[Transaction]:
+        """Transactions for these conversations; `slots` (cell -> next free slot this flush) advances."""
+        order = sorted(deltas, key=lambda cid: (sorted(map(layout.cell_key, deltas[cid]))[:1], cid))
+        transactions: list[Transaction] = []
+        current = Transaction()
+        for cid in order:
+            new_cells = [cell for cell in deltas[cid] if cell not in current.cells]
+            actions = len(current.conversations) + len(current.cells) + 1 + len(new_cells)
+            if current.conversations and (actions > MAX_ACTIONS or current.size + sizes[cid] > MAX_TRANSACTION_BYTES):
+                transactions.append(current)
+                current, new_cells = Transaction(), list(deltas[cid])
+            current.conversations.append(cid)
+            current.size += sizes[cid]
+            for cell in new_cells:
+                current.cells[cell] = slots.get(cell, 0)
+                slots[cell] = current.cells[cell] + 1
+        if current.conversations:
+            transactions.append(current)
+        return transactions
+
+    def updates(self, transaction: Transaction, deltas: Mapping[str, Contribution], shard_id: str) -> list[dict[str, Any]]:
+        """The partial ADDs of one transaction: its conversations' deltas summed per cell."""
+        sums: dict[Cell, list[int]] = {}
+        for cid in transaction.conversations:
+            for cell, vector in deltas[cid].items():
+                total = sums.setdefault(cell, [0] * len(vector))
+                for i, amount in enumerate(vector):
+                    total[i] += amount
+        return [layout.partial_update(self.table, cell, {k: v for k, v in metrics_of(cell, tuple(total)).items() if v},
+                                      shard_id, transaction.cells[cell], self._expires(cell))
+                for cell, total in sums.items() if any(total)]
+
+    def announce(self, transactions: Iterable[Transaction], shard_id: str) -> None:
+        """List every partial these transactions may create, before they run (readers follow the
+        directory; a listed partial that a crash never created reads as zero)."""
+        wanted: dict[str, set[str]] = {}
+        expiry: dict[str, int | None] = {}
+        for transaction in transactions:
+            for cell, slot in transaction.cells.items():
+                key = layout.directory_key(layout.directory_name(cell), shard_id)
+                wanted.setdefault(key, set()).add(layout.partial_key(cell, shard_id, slot))
+                expiry[key] = self._expires(cell)
+        with self._lock:
+            new = {key: parts - self._listed.get(key, set()) for key, parts in wanted.items()}
+            new = {key: parts for key, parts in new.items() if parts}
+            days = {(shard_id, key.split("|")[1][:10]) for key in new if not key.startswith("d|gauge|")} - self._days
+            register = shard_id not in self._registered
+        if not new:
+            return
+        if register:
+            self._update(layout.set_addition(layout.registry_key(shard_id), layout.SHARDS, [shard_id]))
+        if days:
+            self._update(layout.set_addition(layout.shard_key(shard_id), layout.DAYS, [day for _, day in days]))
+        for key, parts in new.items():
+            self._update(layout.set_addition(key, layout.PARTS, parts, expiry[key]))
+        with self._lock:
+            self._registered.add(shard_id)
+            self._days |= days
+            for key, parts in new.items():
+                self._listed.setdefault(key, set()).update(parts)
+
+    def _update(self, arguments: dict[str, Any]) -> None:
+        self._call(self._client.update_item, counter="writes", TableName=self.table, **arguments)
+
+    def _expires(self, cell: Cell) -> int | None:
+        """Partials of an interval expire `retention` after it; gauges never (they are live sums)."""
+        if cell.interval is None:
+            return None
+        return cell.interval // 1000 + self._retention_seconds
