@@ -17,3 +17,8 @@ from __future__ import annotations
 PEERS = ("naive", "check_then_write", "timestamp_condition", "powertools")
 OURS = ("this_live", "this_catchup", "this_kcl")
 SYSTEMS = PEERS + OURS
+
+
+def metrics_table_of(table: str) -> str:
+    """The metrics table beside a system's conversation table."""
+    return f"{table}-metrics"

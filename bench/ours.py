@@ -21,9 +21,9 @@ from devstack.demo import Producer, Stack, batches, totals, wait_until_drained
 from processor.engine import FlushPolicy, ShardEngine
 from processor.model import Record
 from processor.replay import read_lines, replay, route
-from processor.dynamodb.sink import DynamoSink
-from processor.dynamodb.client import ensure_table
+from processor.dynamodb.client import ensure_tables
 from processor.store import ShardStore
+from bench import metrics_table_of
 
 SHARDS = 4
 LIVE_FLUSH_MS = 1000
@@ -32,8 +32,8 @@ LIVE_FLUSH_MS = 1000
 def run_live(sorted_events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
     """`sorted_events`: the storm in event-time order."""
     adapter = settings.build_adapter()
-    ensure_table(client, table)
-    sink = settings.build_sink(client, adapter, table)
+    ensure_tables(client, table, metrics_table=metrics_table_of(table))
+    sink = settings.build_sink(client, adapter, table, metrics_table_of(table))
     engine = ShardEngine("shardId-000000000000", adapter, ShardStore(str(workdir / "live-state"), settings.retention_seconds),
                          sink, JsonlDeadLetters(str(workdir / "live-dead-letters.jsonl")),
                          FlushPolicy(max_records=10**12, max_seconds=float("inf")))
@@ -60,8 +60,8 @@ def run_live(sorted_events: str, client: Any, table: str, settings: Settings, wo
 
 def run_catchup(events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
     adapter = settings.build_adapter()
-    ensure_table(client, table)
-    sink = settings.build_sink(client, adapter, table)
+    ensure_tables(client, table, metrics_table=metrics_table_of(table))
+    sink = settings.build_sink(client, adapter, table, metrics_table_of(table))
     result = replay(read_lines(events), adapter, sink, JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl")),
                     shards=SHARDS, state_root=str(workdir / "catchup-state"), retention_seconds=settings.retention_seconds)
     sink.close()

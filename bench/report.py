@@ -11,7 +11,7 @@ COLUMNS = (  # (result key, heading)
     ("events_per_s", "events/s"), ("ddb_requests_per_1k", "requests/1k"), ("ddb_reads_per_1k", "reads/1k"),
     ("ddb_writes_per_1k", "writes/1k"), ("wcu_per_1k", "WCU/1k"), ("leaked_duplicates", "leaked dup."),
     ("lost_updates", "lost upd."), ("stale_overwrites", "stale overw."), ("mismatches", "mismatches"),
-    ("peak_rss_mb", "peak RSS MB"))
+    ("hottest_key_writes_per_s", "hot key w/s"), ("peak_rss_mb", "peak RSS MB"))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 

@@ -14,6 +14,7 @@ import orjson
 
 from bench import PEERS, SYSTEMS
 from bench.checks import history_checks, ledger_checks, table_checks
+from bench import metrics_table_of
 from bench.system import table_of
 from bench.workload import Delivery, Truth, in_event_time_order, label, truth
 from processor.config import Settings
@@ -95,7 +96,9 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
         "wcu_per_1k": round(counts["write_units"] * per_1k, 1),
         **asdict(writes), **verdict, "peak_rss_mb": round(peak_rss, 1),
         "seconds": round(outcome["seconds"], 1),
-        "conditional_failures_per_1k": round(counts["conditional_failures"] * per_1k, 1)}
+        "conditional_failures_per_1k": round(counts["conditional_failures"] * per_1k, 1),
+        "hottest_key_writes_per_s": max((metered[t].get("hottest_key", {}).get("writes_per_second", 0)
+                                         for t in (table, *side_tables(system)) if t != APPLICATION), default=0)}
     if system == "this_kcl":
         lease = metered.get(APPLICATION, {}).get("counts", {})
         result["kcl_lease_requests_per_1k"] = round((lease.get("reads", 0) + lease.get("writes", 0)) * per_1k, 1)
@@ -108,7 +111,8 @@ def side_tables(system: str) -> tuple[str, ...]:
     """The other tables a system writes besides its conversation table."""
     table = table_of(system)
     return {"check_then_write": (f"{table}-seen",), "powertools": (f"{table}-idempotency",),
-            "this_live": (), "this_catchup": (), "this_kcl": (f"{table}-dead-letters", APPLICATION)}.get(system, ())
+            "this_live": (metrics_table_of(table),), "this_catchup": (metrics_table_of(table),),
+            "this_kcl": (f"{table}-dead-letters", metrics_table_of(table), APPLICATION)}.get(system, ())
 
 
 def first_of_each_event(deliveries: list[Delivery]) -> list[Delivery]:

@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from bench import PEERS
+from bench import PEERS, metrics_table_of
 from bench.ours import SHARDS, run_catchup, run_kcl, run_live
 from bench.peers import PEER_CLASSES, consume
 from processor.config import Settings
@@ -32,7 +32,8 @@ def table_of(system: str) -> str:
 
 
 def run_system(system: str, events: str, sorted_events: str, endpoint: str, workdir: Path) -> dict[str, Any]:
-    settings = Settings(table=table_of(system), dead_letter_table=f"{table_of(system)}-dead-letters")
+    settings = Settings(table=table_of(system), dead_letter_table=f"{table_of(system)}-dead-letters",
+                        metrics_table=metrics_table_of(table_of(system)))
     client = dynamodb_client(endpoint, region="us-east-1")
     if system in PEERS:
         peer = PEER_CLASSES[system](client, table_of(system))

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any, Iterable, Mapping
 
+from processor.analytics.sessions import is_session
 from processor.adapters import Adapter
 from processor.decode import decode
 from processor.model import ConversationEvent, Register
@@ -37,7 +38,8 @@ def parse(index: int, data: bytes, adapter: Adapter) -> Delivery:
     """One line as a consumer parses it (the storm has no poison lines)."""
     envelope = decode(data)
     event = adapter.normalize(envelope)
-    return Delivery(index, data, envelope, event.conversation_id, event.key, event.time_ms, event.sets)
+    projected = {name: register for name, register in event.sets.items() if not is_session(name)}  # what peers write
+    return Delivery(index, data, envelope, event.conversation_id, event.key, event.time_ms, projected)
 
 
 def label(lines: Iterable[bytes], adapter: Adapter) -> list[Delivery]:

@@ -35,8 +35,7 @@ from processor.dynamodb.item import KEY
 from processor.metrics import COUNTER_METRICS, DELTAS, SINK_METRICS
 from processor.operate import leases, list_shards
 from processor.replay import REPORT_KEYS, export_table, read_lines, replay, route, scan_items
-from processor.dynamodb.sink import DynamoSink
-from processor.dynamodb.client import ensure_table
+from processor.dynamodb.client import ensure_tables
 
 STREAM, APPLICATION = "conversation-events", "conversation-state-processor"
 PUT_BATCH = 500
@@ -212,8 +211,7 @@ class Stack:
         self.dynamodb = self.emulator.client("dynamodb")
         self.kinesis.create_stream(StreamName=STREAM, ShardCount=self.shards)
         self.kinesis.get_waiter("stream_exists").wait(StreamName=STREAM, WaiterConfig={"Delay": 0.2})
-        ensure_table(self.dynamodb, self.settings.table)
-        ensure_table(self.dynamodb, self.settings.dead_letter_table, key="id")
+        ensure_tables(self.dynamodb, self.settings.table, self.settings.dead_letter_table, self.settings.metrics_table)
         self.state_dir = self.workdir / "state"
         return self
 
@@ -290,9 +288,9 @@ def wait_until_drained(stack: Stack, producer: Producer, timeout: float, on_tick
 
 def replay_matches(stack: Stack, events: Path, adapter: Adapter, shards: int) -> bool:
     """Replay the same events into a fresh table on the same emulator; compare projections."""
-    table = "replay-check"
-    ensure_table(stack.dynamodb, table)
-    sink = stack.settings.build_sink(stack.dynamodb, adapter, table)
+    table, metrics_table = "replay-check", "replay-check-metrics"
+    ensure_tables(stack.dynamodb, table, metrics_table=metrics_table)
+    sink = stack.settings.build_sink(stack.dynamodb, adapter, table, metrics_table)
     replay(read_lines(str(events)), adapter, sink, JsonlDeadLetters(str(stack.workdir / "replay-dead-letters.jsonl")),
            shards=shards, retention_seconds=stack.settings.retention_seconds)
     return _projections(stack.dynamodb, stack.settings.table) == _projections(stack.dynamodb, table)

@@ -26,6 +26,9 @@ from processor.model import DeadLetter
 
 MAX_INLINE_BYTES = 300 * 1024
 
+#: the key of a dead-letter item and record
+KEY = "id"
+
 
 class DeadLetters(Protocol):
     count: int
@@ -47,7 +50,7 @@ def describe(letter: DeadLetter, inline_limit: int | None = None) -> dict[str, A
     """The dead-letter entry: reason, where it came from, and its bytes (raw: encode for JSON)."""
     data = letter.data if inline_limit is None else letter.data[:inline_limit]
     entry: dict[str, Any] = {
-        "id": letter.id, "reason": letter.reason, "shardId": letter.shard_id,
+        KEY: letter.id, "reason": letter.reason, "shardId": letter.shard_id,
         "sequenceNumber": letter.sequence_number, "partitionKey": letter.partition_key[:MAX_ID_CHARS],
         "conversationId": letter.conversation_id[:MAX_ID_CHARS], "data": data, "size": len(letter.data),
         "receivedAt": int(time.time() * 1000)}

@@ -25,7 +25,6 @@ from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.engine import ShardEngine
 from processor.metrics import COUNTER_METRICS, SINK_METRICS, FlushMetrics
 from processor.model import Record
-from processor.dynamodb.sink import DynamoSink
 from processor.dynamodb.client import dynamodb_client
 from processor.store import ShardStore, shard_directory
 

@@ -49,6 +49,14 @@ def moto_stored_size(region: str, table_name: str, attributes: dict) -> int:
     return item.size() if item is not None else 0
 
 
+def moto_hash_key(region: str, table_name: str) -> str | None:
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.dynamodb.models import dynamodb_backends
+
+    table = dynamodb_backends[DEFAULT_ACCOUNT_ID][region].tables.get(table_name)
+    return table.hash_key_attr if table is not None else None
+
+
 def _region(environ) -> str:
     scope = re.search(r"Credential=[^/]+/\d+/([^/]+)/", environ.get("HTTP_AUTHORIZATION", ""))
     return scope.group(1) if scope else "us-east-1"
@@ -87,7 +95,8 @@ def build_app(throttle: float, seed: int | None, meter: bool = False):
 
         touched = usage.before(action, request, stored_size)
         response = list(moto_app(environ, capture))
-        usage.after(action, request, touched, status[0], b"".join(response), stored_size)
+        usage.after(action, request, touched, status[0], b"".join(response), stored_size,
+                    lambda table: moto_hash_key(region, table))
         return response
 
     def report(environ, start_response):

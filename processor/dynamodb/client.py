@@ -8,6 +8,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from processor.analytics import layout
+from processor.deadletters import KEY as DEAD_LETTER_KEY
 from processor.dynamodb.item import KEY
 
 
@@ -38,3 +40,13 @@ def ensure_table(client: Any, table: str, key: str = KEY) -> None:
                         AttributeDefinitions=[{"AttributeName": key, "AttributeType": "S"}],
                         KeySchema=[{"AttributeName": key, "KeyType": "HASH"}])
     client.get_waiter("table_exists").wait(TableName=table, WaiterConfig={"Delay": 0.2, "MaxAttempts": 100})
+
+
+def ensure_tables(client: Any, table: str, dead_letter_table: str | None = None, metrics_table: str | None = None) -> None:
+    """The processor's tables, each keyed as its items are: conversations by conversation id, dead
+    letters by id, metrics by their partition key (write-sharded partials and the directory)."""
+    ensure_table(client, table)
+    if dead_letter_table:
+        ensure_table(client, dead_letter_table, key=DEAD_LETTER_KEY)
+    if metrics_table:
+        ensure_table(client, metrics_table, key=layout.KEY)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol
 
 from processor.config import Settings, load_settings
-from processor.dynamodb.client import ensure_table
+from processor.dynamodb.client import ensure_tables
 from tests.conftest import T0, detail_event, table_items
 from tests.scenarios import Scenarios
 
@@ -51,9 +51,9 @@ def child_config(root: Path, client: Any, endpoint: str | None = None) -> Path:
     """A child's settings: fresh tables in `client`'s DynamoDB, a state directory under `root`,
     a flush every 3 records and never on time (so the checkpoints are known in advance)."""
     settings = Settings(state_dir=str(root / "state"), flush_records=3, flush_seconds=3600, endpoint=endpoint,
-                        table=f"c-{uuid.uuid4().hex[:8]}", dead_letter_table=f"d-{uuid.uuid4().hex[:8]}")
-    ensure_table(client, settings.table)
-    ensure_table(client, settings.dead_letter_table, key="id")
+                        table=f"c-{uuid.uuid4().hex[:8]}", dead_letter_table=f"d-{uuid.uuid4().hex[:8]}",
+                        metrics_table=f"m-{uuid.uuid4().hex[:8]}")
+    ensure_tables(client, settings.table, settings.dead_letter_table, settings.metrics_table)
     return write_settings(root / "child.toml", settings)
 
 
