@@ -121,7 +121,10 @@ class GenesysAdapter:
         session = session_register(subtopic, body, time_ms)
         if session is not None:
             sets[session[0]] = session[1]
-        return ConversationEvent(conversation_id, event_key(topic, body), subtopic, time_ms, sets)
+        # A body without its own time takes the envelope's: copies sent at other times are then other
+        # events (the latest wins), never repeats of whichever copy came first (I3).
+        key = event_key(topic, body) if "eventTime" in body else event_key(topic, body, time_ms)
+        return ConversationEvent(conversation_id, key, subtopic, time_ms, sets)
 
     def _snapshot_event(self, topic: Any, body: dict, detail: dict, envelope: dict) -> ConversationEvent:
         conversation_id = require_conversation_id(body.get("id"), "detail.eventBody.id")
