@@ -20,7 +20,7 @@ from bench.workload import Delivery, Truth, in_event_time_order, label, truth
 from processor.config import Settings
 from devstack.demo import APPLICATION
 from devstack.emulator import LocalEmulator
-from processor.dynamodb.item import KEY
+from processor.dynamodb.item import KEY, item_size
 from processor.replay import read_lines, scan_items
 from devstack.storm import StormShape, write_storm
 
@@ -81,6 +81,8 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
         writes = history_checks(metered[table]["puts"])
     client = emulator.client("dynamodb")
     final = {item[KEY]: item for item in scan_items(client, table)}
+    sizes = sorted(item_size(item) for page in client.get_paginator("scan").paginate(TableName=table)
+                   for item in page.get("Items", []))
     verdict = table_checks(facts, first_of_each_event(deliveries), final)
     for name in (table, *side_tables(system)):
         try:
@@ -97,6 +99,8 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
         **asdict(writes), **verdict, "peak_rss_mb": round(peak_rss, 1),
         "seconds": round(outcome["seconds"], 1),
         "conditional_failures_per_1k": round(counts["conditional_failures"] * per_1k, 1),
+        "item_bytes_mean": round(sum(sizes) / len(sizes)) if sizes else 0,
+        "item_bytes_max": sizes[-1] if sizes else 0,
         "hottest_key_writes_per_s": max((metered[t].get("hottest_key", {}).get("writes_per_second", 0)
                                          for t in (table, *side_tables(system)) if t != APPLICATION), default=0)}
     if system == "this_kcl":

@@ -19,7 +19,8 @@ line reaches CloudWatch Logs as one JSON log event, which is what EMF extraction
 | Changes            | Count        | events that changed their conversation's projection              |
 | Conversations      | Count        | conversations the shard had no local state for (looked up)       |
 | Rehydrated         | Count        | of those, found in DynamoDB (a lease or a reshard moved them)    |
-| Writes             | Count        | DynamoDB conditional writes issued                               |
+| Writes             | Count        | DynamoDB write requests issued (puts, transactions, directory)   |
+| Transactions       | Count        | of those, transactions: conversations with their metric deltas   |
 | Reads              | Count        | DynamoDB BatchGetItem requests issued                            |
 | Conflicts          | Count        | failed write conditions, merged (a racing parent or a zombie)    |
 | Throttles          | Count        | retried DynamoDB throttles, 5xx and connection errors            |
@@ -51,7 +52,8 @@ COUNTER_METRICS = {"events": "Events", "exact_repeats": "ExactRepeats", "noop_co
                    "conversations": "Conversations", "rehydrated": "Rehydrated", "flushes": "Flushes",
                    "refused_fields": "RefusedFields", "held_writes": "HeldWrites"}
 #: sink counter (processor.dynamodb.sink.SinkCounters) -> the delta metric that reports it
-SINK_METRICS = {"writes": "Writes", "reads": "Reads", "conflicts": "Conflicts", "throttles": "Throttles"}
+SINK_METRICS = {"writes": "Writes", "transactions": "Transactions", "reads": "Reads", "conflicts": "Conflicts",
+                "throttles": "Throttles"}
 #: the metrics whose values are deltas since the shard's previous line (summable into totals)
 DELTAS = (*COUNTER_METRICS.values(), *SINK_METRICS.values())
 UNITS = {**{name: "Count" for name in DELTAS}, "Held": "Count", "FlushLatency": "Milliseconds",

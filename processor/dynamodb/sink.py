@@ -62,9 +62,9 @@ class Sink(Protocol):
 
 @dataclass
 class SinkCounters:
-    writes: int = 0  # PutItem requests issued, retries included
+    writes: int = 0  # write requests issued (PutItem, TransactWriteItems, UpdateItem), retries included
     reads: int = 0  # BatchGetItem requests issued
-    transactions: int = 0  # TransactWriteItems requests issued (conversations with metric deltas)
+    transactions: int = 0  # of those, TransactWriteItems (conversations with metric deltas, first attempts)
     conflicts: int = 0  # conditional checks that failed and were merged
     throttles: int = 0  # retryable failures (throttling, 5xx, connection)
     refused: int = 0  # fields left out of an item because DynamoDB cannot store them
@@ -231,7 +231,8 @@ class DynamoSink:
                          "ExpressionAttributeValues": {":expected": {"N": str(int(items[cid][VERSION]["N"]) - 1)}},
                          "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}} for cid in transaction.conversations]
         try:
-            self._call(self._client.transact_write_items, counter="transactions",
+            self.counters.add("transactions")
+            self._call(self._client.transact_write_items, counter="writes",
                        TransactItems=puts + self._metrics.updates(transaction, deltas, shard_id))
         except ClientError as error:
             if error.response["Error"]["Code"] != "TransactionCanceledException":
