@@ -4,8 +4,10 @@ One partition key per (cell, shard, slot), no sort key:
 - partial  `<cell>#<shard>#<slot>`: metric sums ADDed by one shard's transactions; `slot` numbers
   the transactions of one flush that touch the cell, so each key is written at most once per flush
   of one shard, whatever one queue's event rate, and only ever by that shard's owner;
-- directory `d|<interval>|<shard>` (`d|gauge|<shard>`): the partials a shard created for an interval,
-  a string set ADDed before the transactions that create them (a listed partial may be missing: 0);
+- directory `d|<interval>|<shard>|<bucket>` (`d|gauge|<shard>|<bucket>`): the partials a shard
+  created for an interval, spread over 8 buckets by a hash of the cell (an item holds 400 KB: some
+  6,000 partials each), a string set ADDed before the transactions that create them (a listed
+  partial that a crash never created reads as zero);
 - shard days `s|<shard>`: the days (UTC) a shard has directories for;
 - registry `r|<n>` (16 of them, by a hash of the shard id): the shards that ever wrote metrics.
 Readers sum partials over every suffix they find by following registry → days → directories; never an
@@ -23,6 +25,7 @@ KEY = "pk"
 TTL = "_ttl"
 PARTS, DAYS, SHARDS = "parts", "days", "shards"
 REGISTRY_BUCKETS = 16
+DIRECTORY_BUCKETS = 8
 _KIND_LETTER = {QUEUE: "q", AGENT: "a", GAUGE: "g"}
 _OWNER_NAME = {QUEUE: "queueId", AGENT: "userId", GAUGE: "queueId"}
 
@@ -45,8 +48,18 @@ def directory_name(cell: Cell) -> str:
     return interval_text(cell.interval) if cell.interval is not None else "gauge"
 
 
-def directory_key(name: str, shard_id: str) -> str:
-    return f"d|{name}|{shard_id}"
+def directory_key(name: str, shard_id: str, bucket: int) -> str:
+    return f"d|{name}|{shard_id}|{bucket}"
+
+
+def directory_keys(name: str, shard_id: str) -> list[str]:
+    """Every directory item of one interval (or the gauges) of one shard."""
+    return [directory_key(name, shard_id, bucket) for bucket in range(DIRECTORY_BUCKETS)]
+
+
+def directory_of(cell: Cell, shard_id: str) -> str:
+    """The directory item that lists this cell's partials of one shard."""
+    return directory_key(directory_name(cell), shard_id, zlib.crc32(cell_key(cell).encode("utf-8")) % DIRECTORY_BUCKETS)
 
 
 def shard_key(shard_id: str) -> str:

@@ -32,10 +32,10 @@ class MetricsReader:
         keys = []
         for shard, shard_days in days.items():
             for day in sorted(shard_days):
-                keys += [layout.directory_key(interval, shard) for interval in layout.intervals_of_day(day, self._interval_minutes)
-                         if wanted is None or interval in wanted]
+                keys += [key for interval in layout.intervals_of_day(day, self._interval_minutes)
+                         if wanted is None or interval in wanted for key in layout.directory_keys(interval, shard)]
             if gauges:
-                keys.append(layout.directory_key("gauge", shard))
+                keys += layout.directory_keys("gauge", shard)
         parts = [part for item in self._get(keys) for part in item.get(layout.PARTS, [])]
         return summed(self._get(parts))
 
@@ -44,8 +44,9 @@ class MetricsReader:
         days = self._days()
         found: set[str] = set()
         for day in sorted({day for shard_days in days.values() for day in shard_days}, reverse=True):
-            keys = [layout.directory_key(interval, shard) for shard, shard_days in days.items() if day in shard_days
-                    for interval in layout.intervals_of_day(day, self._interval_minutes)]
+            keys = [key for shard, shard_days in days.items() if day in shard_days
+                    for interval in layout.intervals_of_day(day, self._interval_minutes)
+                    for key in layout.directory_keys(interval, shard)]
             found |= {item[layout.KEY].split("|")[1] for item in self._get(keys) if item.get(layout.PARTS)}
             if len(found) >= count:
                 break

@@ -101,7 +101,7 @@ class MetricsWriter:
         expiry: dict[str, int | None] = {}
         for transaction in transactions:
             for cell, slot in transaction.cells.items():
-                key = layout.directory_key(layout.directory_name(cell), shard_id)
+                key = layout.directory_of(cell, shard_id)
                 wanted.setdefault(key, set()).add(layout.partial_key(cell, shard_id, slot))
                 expiry[key] = self._expires(cell)
         with self._lock:
