@@ -53,9 +53,12 @@ class MetricsReader:
         return sorted(found, reverse=True)[:count]
 
     def _days(self) -> dict[str, set[str]]:
+        """Every shard that ever wrote metrics, with the days it has interval directories for (none
+        for a shard that only moved gauges: a child shard that saw only the ends of waiting calls)."""
         shards = sorted({shard for item in self._get(layout.registry_keys()) for shard in item.get(layout.SHARDS, [])})
-        return {item[layout.KEY][2:]: set(item.get(layout.DAYS, []))
+        days = {item[layout.KEY][2:]: set(item.get(layout.DAYS, []))
                 for item in self._get([layout.shard_key(shard) for shard in shards])}
+        return {shard: days.get(shard, set()) for shard in shards}
 
     def _get(self, keys: list[str]) -> Iterator[dict[str, Any]]:
         """The items at these keys that exist, in plain values."""

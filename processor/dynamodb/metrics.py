@@ -41,6 +41,27 @@ class Transaction:
     size: int = 0
 
 
+class Slots:
+    """The partial slots of one flush: a cell's next slot, and the slots of cancelled transactions,
+    which wrote nothing and are already listed in the directory (taken again first)."""
+
+    def __init__(self) -> None:
+        self._next: dict[Cell, int] = {}
+        self._free: dict[Cell, list[int]] = {}
+
+    def take(self, cell: Cell) -> int:
+        free = self._free.get(cell)
+        if free:
+            return free.pop()
+        slot = self._next.get(cell, 0)
+        self._next[cell] = slot + 1
+        return slot
+
+    def give_back(self, transaction: Transaction) -> None:
+        for cell, slot in transaction.cells.items():
+            self._free.setdefault(cell, []).append(slot)
+
+
 class MetricsWriter:
     """Knows the metrics table: deltas, packing, slots, and the directory (one per process)."""
 
@@ -62,8 +83,9 @@ class MetricsWriter:
     def delta(self, state: ConversationState) -> Contribution:
         return delta(contribution(state.registers, self.settings), state.base or {})
 
-    def pack(self, deltas: Mapping[str, Contribution], sizes: Mapping[str, int], slots: dict[Cell, int]) -> list[Transaction]:
-        """Transactions for these conversations; `slots` (cell -> next free slot this flush) advances."""
+    def pack(self, deltas: Mapping[str, Contribution], sizes: Mapping[str, int], slots: Slots) -> list[Transaction]:
+        """Transactions for these conversations, each cell on a slot no other transaction of this
+        flush writes."""
         order = sorted(deltas, key=lambda cid: (sorted(map(layout.cell_key, deltas[cid]))[:1], cid))
         transactions: list[Transaction] = []
         current = Transaction()
@@ -76,8 +98,7 @@ class MetricsWriter:
             current.conversations.append(cid)
             current.size += sizes[cid]
             for cell in new_cells:
-                current.cells[cell] = slots.get(cell, 0)
-                slots[cell] = current.cells[cell] + 1
+                current.cells[cell] = slots.take(cell)
         if current.conversations:
             transactions.append(current)
         return transactions

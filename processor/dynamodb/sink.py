@@ -16,10 +16,9 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from botocore.exceptions import ClientError
 
-from processor.analytics.contribution import Cell
 from processor.analytics.sessions import is_session
 from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, item_size, to_item
-from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Transaction
+from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Slots, Transaction
 from processor.dynamodb.retry import GaveUp, full_jitter, until_processed, with_retries
 from processor.model import Refusal
 from processor.reduce import ConversationState, Derive, adds_to, canonical, merge, tombstone
@@ -183,7 +182,7 @@ class DynamoSink:
         """Write these conversations with their metric deltas until each is stored (I5, I12)."""
         metrics = self._metrics
         assert metrics is not None
-        slots: dict[Cell, int] = {}
+        slots = Slots()
         pending = dict(states)
         refusals: list[Refusal] = []
         merges = rounds = 0
@@ -199,6 +198,8 @@ class DynamoSink:
             outcomes = list(self._pool.map(lambda t: self._transact(t, items, deltas, shard_id), transactions))
             merged = False
             for transaction, failures in zip(transactions, outcomes):
+                if failures:  # cancelled: it wrote no partial
+                    slots.give_back(transaction)
                 for cid in transaction.conversations:
                     state, failure = pending[cid], failures.get(cid)
                     if failure is None:
