@@ -1,9 +1,10 @@
 """The metrics table: write-sharded partial cells, and the directory their readers follow (I13).
 
-One partition key per (cell, shard, slot), no sort key:
-- partial  `<cell>#<shard>#<slot>`: metric sums ADDed by one shard's transactions; `slot` numbers
-  the transactions of one flush that touch the cell, so each key is written at most once per flush
-  of one shard, whatever one queue's event rate, and only ever by that shard's owner;
+One partition key per (cell, shard, writer, slot), no sort key:
+- partial  `<cell>#<shard>#<writer>.<slot>`: metric sums ADDed by one shard's transactions; `writer`
+  names the process (a zombie that lost the shard's lease and its successor never share a key),
+  `slot` numbers the transactions of one flush that touch the cell, so each key is written at most
+  once per flush of one shard, whatever one queue's event rate, and only ever by one worker;
 - directory `d|<interval>|<shard>|<bucket>` (`d|gauge|<shard>|<bucket>`): the partials a shard
   created for an interval, spread over 8 buckets by a hash of the cell (an item holds 400 KB: some
   6,000 partials each), a string set ADDed before the transactions that create them (a listed
@@ -39,7 +40,8 @@ def cell_key(cell: Cell) -> str:
     return "|".join((_KIND_LETTER[cell.kind], _escaped(cell.owner), _escaped(cell.media_type or ""), interval))
 
 
-def partial_key(cell: Cell, shard_id: str, slot: int) -> str:
+def partial_key(cell: Cell, shard_id: str, slot: str) -> str:
+    """`slot`: the writer and the slot number, `<writer>.<n>`."""
     return f"{cell_key(cell)}#{shard_id}#{slot}"
 
 
@@ -84,7 +86,7 @@ def intervals_of_day(day: str, interval_minutes: int) -> list[str]:
     return [(start + n * step).strftime("%Y-%m-%dT%H:%M:%SZ") for n in range(24 * 60 // interval_minutes)]
 
 
-def partial_update(table: str, cell: Cell, amounts: Mapping[str, int], shard_id: str, slot: int,
+def partial_update(table: str, cell: Cell, amounts: Mapping[str, int], shard_id: str, slot: str,
                    expires_at: int | None) -> dict[str, Any]:
     """A TransactWriteItems Update that adds `amounts` to one partial (creating it named)."""
     names: dict[str, str] = {"#kind": "kind", "#owner": _OWNER_NAME[cell.kind], "#shard": "shard"}

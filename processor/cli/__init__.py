@@ -3,6 +3,7 @@
     processor kcl | daemon                      the container: the KCL child, the MultiLangDaemon
     processor replay EVENTS.jsonl [...]          operators: re-run a captured file after an outage
     processor status | reprocess | inspect      operators: the deployment's shards and conversations
+    processor queues [...]                      operators: per-queue metrics from the metrics table
     processor demo | generate                   the local stack (a development checkout: devstack)
     processor bench                             the benchmark (a development checkout: bench)
 
@@ -20,7 +21,7 @@ from typing import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor.cli import daemon, operate, replay
+from processor.cli import daemon, operate, queues, replay
 from processor.daemon import DaemonError
 from processor.dynamodb.retry import GaveUp
 from processor.operate import OperateError
@@ -51,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="processor", description=(
         "Conversation-state stream processor: contact-center events to the state changes that matter."))
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (daemon, replay, operate):
+    for group in (daemon, replay, operate, queues):
         group.register(commands)
     for module, names in DEVELOPMENT_GROUPS.items():
         try:

@@ -9,6 +9,7 @@ directory lists each partial before a transaction can create it.
 """
 from __future__ import annotations
 
+import secrets
 import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -37,7 +38,7 @@ class Transaction:
     """Conversations written together, and the partial (cell, slot) each of their cells goes to."""
 
     conversations: list[str] = field(default_factory=list)
-    cells: dict[Cell, int] = field(default_factory=dict)
+    cells: dict[Cell, str] = field(default_factory=dict)  # cell -> its slot, `<writer>.<n>`
     size: int = 0
 
 
@@ -45,17 +46,18 @@ class Slots:
     """The partial slots of one flush: a cell's next slot, and the slots of cancelled transactions,
     which wrote nothing and are already listed in the directory (taken again first)."""
 
-    def __init__(self) -> None:
+    def __init__(self, writer: str) -> None:
+        self._writer = writer
         self._next: dict[Cell, int] = {}
-        self._free: dict[Cell, list[int]] = {}
+        self._free: dict[Cell, list[str]] = {}
 
-    def take(self, cell: Cell) -> int:
+    def take(self, cell: Cell) -> str:
         free = self._free.get(cell)
         if free:
             return free.pop()
         slot = self._next.get(cell, 0)
         self._next[cell] = slot + 1
-        return slot
+        return f"{self._writer}.{slot}"
 
     def give_back(self, transaction: Transaction) -> None:
         for cell, slot in transaction.cells.items():
@@ -70,6 +72,8 @@ class MetricsWriter:
         self.settings = target.settings
         self._client = client
         self._retention_seconds = target.retention_seconds
+        #: this process's name in partial keys: never the same for a zombie and its successor (I13)
+        self.writer = secrets.token_hex(3)
         self._call = call
         self._lock = threading.Lock()
         self._listed: dict[str, set[str]] = {}  # directory key -> partials known to be listed
@@ -82,6 +86,10 @@ class MetricsWriter:
 
     def delta(self, state: ConversationState) -> Contribution:
         return delta(contribution(state.registers, self.settings), state.base or {})
+
+    def slots(self) -> Slots:
+        """The slots of one flush."""
+        return Slots(self.writer)
 
     def pack(self, deltas: Mapping[str, Contribution], sizes: Mapping[str, int], slots: Slots) -> list[Transaction]:
         """Transactions for these conversations, each cell on a slot no other transaction of this

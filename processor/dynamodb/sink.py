@@ -18,7 +18,7 @@ from botocore.exceptions import ClientError
 
 from processor.analytics.sessions import is_session
 from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, item_size, to_item
-from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Slots, Transaction
+from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Transaction
 from processor.dynamodb.retry import GaveUp, full_jitter, until_processed, with_retries
 from processor.model import Refusal
 from processor.reduce import ConversationState, Derive, adds_to, canonical, merge, tombstone
@@ -182,7 +182,7 @@ class DynamoSink:
         """Write these conversations with their metric deltas until each is stored (I5, I12)."""
         metrics = self._metrics
         assert metrics is not None
-        slots = Slots()
+        slots = metrics.slots()
         pending = dict(states)
         refusals: list[Refusal] = []
         merges = rounds = 0

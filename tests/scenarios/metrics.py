@@ -377,7 +377,7 @@ def assert_exact(tables: Tables, expected: list[dict[str, Any]]) -> None:
 
 # ---- I13 -----------------------------------------------------------------------------------------
 
-PARTIAL_KEY = re.compile(r"^[qag]\|.*#(?P<shard>[^#]+)#(?P<slot>\d+)$")
+PARTIAL_KEY = re.compile(r"^[qag]\|.*#(?P<shard>[^#]+)#(?P<writer>[0-9a-f]{6})\.(?P<slot>\d+)$")
 
 
 def key_violations(recorder: Recorder) -> list[str]:
