@@ -4,17 +4,21 @@ Every system processes the same generated Genesys storm against the same local D
 emulator, metered: requests and write units are counted where DynamoDB would bill them), and is
 judged against the same truth:
 
-  workload  the deliveries, labelled (duplicate or not), and the truth they imply
-  peers     naive, check_then_write, timestamp_condition, powertools: two concurrent consumers each
-  ours      this_live, this_catchup, this_kcl
+  workload  the deliveries, labelled (duplicate or not), and the truth they imply (conversation
+            states and the metrics they add up to)
+  peers     naive, check_then_write, timestamp_condition, powertools (conversation state), and
+            add_per_event (queue metrics by an `ADD` per event): two concurrent consumers each
+  ours      this_live, this_catchup, this_kcl (conversation state and metrics)
   checks    leaked duplicates, stale overwrites (from write histories), lost updates and mismatches
-            (from the final table)
+            (from the final table), metrics cells that differ from the truth
   system    one system in its own process, so its peak RSS is its own
   run       the whole comparison and the growth curve; report renders the table, chart and README
 """
 from __future__ import annotations
 
-PEERS = ("naive", "check_then_write", "timestamp_condition", "powertools")
+STATE_PEERS = ("naive", "check_then_write", "timestamp_condition", "powertools")  # conversation state only
+METRICS_PEERS = ("add_per_event",)  # metrics only: no conversation table
+PEERS = STATE_PEERS + METRICS_PEERS
 OURS = ("this_live", "this_catchup", "this_kcl")
 SYSTEMS = PEERS + OURS
 

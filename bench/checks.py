@@ -3,7 +3,9 @@
 - leaked duplicate: a successful state write caused only by exact repeats or re-emits;
 - stale overwrite: a successful write that replaced a field's value with an older event's;
 - lost update: a distinct event whose winning value (per the truth) is missing from the final table;
-- mismatch: a conversation whose final item differs from the truth in any field.
+- mismatch: a conversation whose final item differs from the truth in any field;
+- wrong cell: a metrics cell (queue interval, agent interval or gauge) whose stored sums differ
+  from the truth's in any metric compared, or that one side has and the other has not.
 
 The peers report their writes themselves (which delivery each acknowledged write carried). Ours are read back from the metered emulator's PutItem history: each item carries
 its field stamps (`_t`) and recent event keys (`_k`), so the same two questions can be asked of
@@ -16,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Mapping
 
 from bench.workload import Delivery, Truth
+from processor.analytics.contribution import METRICS
+from processor.analytics.reader import IDENTITY
 from processor.dynamodb.item import from_item
 from processor.reduce import same_value
 
@@ -79,6 +83,32 @@ def table_checks(truth: Truth, distinct: Iterable[Delivery], table: Mapping[str,
                 lost += 1
                 break
     return {"mismatches": mismatches, "lost_updates": lost}
+
+
+def cells_wrong(truth: Iterable[Mapping[str, Any]], rows: Iterable[Mapping[str, Any]],
+                metrics: Mapping[str, Iterable[str]] = METRICS) -> int:
+    """How many cells of `rows` (export form: kind, identity fields, metrics) differ from the
+    truth's over `metrics` (kind -> the metrics compared; kinds not named are not compared). A cell
+    only one side has counts as wrong unless its compared metrics are all zero; an absent metric
+    reads as zero."""
+    compared = {kind: tuple(names) for kind, names in metrics.items()}
+
+    def by_cell(source: Iterable[Mapping[str, Any]]) -> dict[tuple, tuple[int, ...]]:
+        cells: dict[tuple, tuple[int, ...]] = {}
+        for row in source:
+            kind = row.get("kind")
+            if kind not in compared:
+                continue
+            identity = (kind, *(row.get(name) for name in IDENTITY[kind]))
+            vector = tuple(int(row.get(name) or 0) for name in compared[kind])
+            previous = cells.get(identity)
+            cells[identity] = vector if previous is None else tuple(a + b for a, b in zip(previous, vector))
+        return cells
+
+    expected, found = by_cell(truth), by_cell(rows)
+    zero = {kind: (0,) * len(names) for kind, names in compared.items()}
+    return sum(expected.get(cell, zero[cell[0]]) != found.get(cell, zero[cell[0]])
+               for cell in expected.keys() | found.keys())
 
 
 def _from_wire(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -6,13 +6,19 @@
   policy (10,000 records per shard): reprocessing after an outage;
 - this_kcl: the real MultiLangDaemon on a 4-shard stream, records put first, then drained (the
   outage case again, through the JSON protocol and one child process per shard).
+
+The in-process two also count, through `FlushLedger`, the writes each metrics table key gets within
+one flush of one shard (I13 bounds it to one): the engines run in this process, so their flushes
+and their client's requests can be matched up. this_kcl's children are other processes.
 """
 from __future__ import annotations
 
 import os
+import threading
 import time
+from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Mapping
 
 from processor.config import Settings
 from devstack.daemon import Daemon
@@ -23,19 +29,126 @@ from processor.model import Record
 from processor.replay import read_lines, replay, route
 from processor.dynamodb.client import ensure_tables
 from processor.store import ShardStore
+from processor.analytics import layout
+from processor.dynamodb.sink import Sink
 from bench import metrics_table_of
 
 SHARDS = 4
 LIVE_FLUSH_MS = 1000
+_WRITE_ACTIONS = ("Put", "Update", "Delete")
+
+
+class FlushLedger:
+    """Writes per metrics key within each flush of each shard.
+
+    `sink()` wraps the sink: each `write` is one flush of one shard (the engine calls it once per
+    flush, and these runs call one engine at a time, so flushes never overlap); `client()` wraps the
+    DynamoDB client the sink writes with, recording the partition key of every successful write to
+    the metrics table (TransactWriteItems Put/Update/Delete, UpdateItem, PutItem, DeleteItem,
+    BatchWriteItem) against the flush in progress. A write outside any flush counts on its own."""
+
+    def __init__(self, table: str):
+        self.table = table
+        self.flushes = 0
+        self._lock = threading.Lock()
+        self._flush: tuple[str, int] | None = None
+        self._per_flush: Counter[tuple[tuple[str, int] | None, str]] = Counter()
+
+    def sink(self, sink: Sink) -> Sink:
+        return _FlushMarkingSink(sink, self)
+
+    def client(self, client: Any) -> Any:
+        return _RecordingClient(client, self)
+
+    def begin(self, shard_id: str) -> None:
+        with self._lock:
+            self.flushes += 1
+            self._flush = (shard_id, self.flushes)
+
+    def end(self) -> None:
+        with self._lock:
+            self._flush = None
+
+    def wrote(self, keys: Iterable[str]) -> None:
+        with self._lock:
+            for key in keys:
+                self._per_flush[(self._flush, key)] += 1
+
+    def hottest(self) -> tuple[int, str]:
+        """The most writes one metrics key got within one flush of one shard, and that key."""
+        with self._lock:
+            if not self._per_flush:
+                return 0, ""
+            (_, key), writes = max(self._per_flush.items(), key=lambda entry: (entry[1], entry[0][1]))
+            return writes, key
+
+    def report(self) -> dict[str, Any]:
+        writes, key = self.hottest()
+        return {"hottest_key_writes_per_flush": writes, "hottest_key_per_flush": key, "flushes": self.flushes}
+
+    def keys_written(self, action: str, request: Mapping[str, Any]) -> list[str]:
+        """The metrics table's partition keys a write request names."""
+        def key_of(entry: Mapping[str, Any]) -> str:
+            return str(next(iter(entry[layout.KEY].values())))
+
+        if action == "transact_write_items":
+            return [key_of(op.get("Key") or op["Item"]) for entry in request.get("TransactItems", [])
+                    for kind, op in entry.items() if kind in _WRITE_ACTIONS and op.get("TableName") == self.table]
+        if action == "batch_write_item":
+            return [key_of(entry.get("PutRequest", {}).get("Item") or entry["DeleteRequest"]["Key"])
+                    for entry in request.get("RequestItems", {}).get(self.table, [])]
+        if request.get("TableName") != self.table:
+            return []
+        return [key_of(request.get("Key") or request["Item"])]
+
+
+class _RecordingClient:
+    _WRITES = frozenset({"transact_write_items", "update_item", "put_item", "delete_item", "batch_write_item"})
+
+    def __init__(self, client: Any, ledger: FlushLedger):
+        self._client, self._ledger = client, ledger
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._client, name)
+        if name not in self._WRITES:
+            return attribute
+
+        def write(**request: Any) -> Any:
+            response = attribute(**request)  # a request that raised wrote nothing
+            keys = self._ledger.keys_written(name, request)
+            if name == "batch_write_item":  # what DynamoDB left unprocessed was not written
+                unprocessed = self._ledger.keys_written(name, {"RequestItems": response.get("UnprocessedItems", {})})
+                for key in unprocessed:
+                    keys.remove(key)
+            self._ledger.wrote(keys)
+            return response
+
+        return write
+
+
+class _FlushMarkingSink:
+    def __init__(self, sink: Sink, ledger: FlushLedger):
+        self._sink, self._ledger = sink, ledger
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._sink, name)
+
+    def write(self, states: Any, on_refused: Any = None, shard_id: str = "") -> Any:
+        self._ledger.begin(shard_id)
+        try:
+            return self._sink.write(states, on_refused, shard_id)
+        finally:
+            self._ledger.end()
 
 
 def run_live(sorted_events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
     """`sorted_events`: the storm in event-time order."""
     adapter = settings.build_adapter()
     ensure_tables(client, table, metrics_table=metrics_table_of(table))
-    sink = settings.build_sink(client, adapter, table, metrics_table_of(table))
+    ledger = FlushLedger(metrics_table_of(table))
+    sink = settings.build_sink(ledger.client(client), adapter, table, metrics_table_of(table))
     engine = ShardEngine("shardId-000000000000", adapter, ShardStore(str(workdir / "live-state"), settings.retention_seconds),
-                         sink, JsonlDeadLetters(str(workdir / "live-dead-letters.jsonl")),
+                         ledger.sink(sink), JsonlDeadLetters(str(workdir / "live-dead-letters.jsonl")),
                          FlushPolicy(max_records=10**12, max_seconds=float("inf")))
     started = time.perf_counter()
     batch: list[Record] = []
@@ -55,17 +168,18 @@ def run_live(sorted_events: str, client: Any, table: str, settings: Settings, wo
     seconds = time.perf_counter() - started
     engine.close()
     sink.close()
-    return {"seconds": seconds}
+    return {"seconds": seconds, **ledger.report()}
 
 
 def run_catchup(events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
     adapter = settings.build_adapter()
     ensure_tables(client, table, metrics_table=metrics_table_of(table))
-    sink = settings.build_sink(client, adapter, table, metrics_table_of(table))
-    result = replay(read_lines(events), adapter, sink, JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl")),
+    ledger = FlushLedger(metrics_table_of(table))
+    sink = settings.build_sink(ledger.client(client), adapter, table, metrics_table_of(table))
+    result = replay(read_lines(events), adapter, ledger.sink(sink), JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl")),
                     shards=SHARDS, state_root=str(workdir / "catchup-state"), retention_seconds=settings.retention_seconds)
     sink.close()
-    return {"seconds": result.seconds}
+    return {"seconds": result.seconds, **ledger.report()}
 
 
 def run_kcl(events: str, emulator: Any, settings: Settings, workdir: Path) -> dict[str, Any]:

@@ -4,10 +4,15 @@ Each peer handles one delivery at a time and writes the fields the event carries
 UpdateItem (`SET`, `if_not_exists` for fields that keep their first value), as the threads and
 tutorials do. Two consumers take deliveries in arrival order, as two concurrent Lambda
 invocations would, so a duplicate can meet its original in flight.
+
+`add_per_event` is the metrics Lambda of the same pipelines: no conversation state, one UpdateItem
+`ADD` per delivery on one item per queue, media type and interval (the seeds' pattern): every
+duplicate counts again, and a busy queue's item is one hot partition key.
 """
 from __future__ import annotations
 
 import hashlib
+import re
 import threading
 import time
 from collections import deque
@@ -16,8 +21,9 @@ from typing import Any, Callable, Iterable, NamedTuple
 import orjson
 from botocore.exceptions import ClientError
 
-from processor.adapters import Adapter
+from processor.adapters import Adapter, parse_time_ms
 from bench.workload import Delivery, parse
+from processor.analytics.contribution import QUEUE, AnalyticsSettings, interval_text
 from processor.dynamodb.item import KEY, serialize
 from processor.dynamodb.client import ensure_table
 
@@ -149,12 +155,81 @@ class Powertools(Naive):
             raise RetryLater from None
 
 
-PEER_CLASSES: dict[str, Callable[..., Naive]] = {
+_DETAIL_TOPIC = re.compile(r"^v2\.detail\.events\.conversation\.[^.]+\.(.+)$")
+#: the queue metrics `add_per_event` keeps (no answer or abandon times: it pairs no events)
+ADD_PER_EVENT_METRICS = ("nOffered", "nAnswered", "nAbandon", "nFlowOut", "tTalk", "tHeld", "nTransferred",
+                         "nHandled", "nAcw", "tAcw")
+_OUTCOME_COUNTS = {"ANSWERED": "nAnswered", "ABANDON": "nAbandon", "FLOW_OUT": "nFlowOut"}
+
+
+def event_amounts(subtopic: str, body: dict[str, Any]) -> dict[str, int]:
+    """What one detail event adds to its queue's cell, read as a metrics Lambda reads it."""
+    if subtopic == "acd.start":
+        return {"nOffered": 1}
+    if subtopic == "acd.end":
+        counted = _OUTCOME_COUNTS.get(body.get("acdOutcome"))
+        return {counted: 1} if counted else {}
+    if subtopic == "user.end":
+        amounts = {"tTalk": _whole(body.get("interactingDurationMs")), "tHeld": _whole(body.get("heldDurationMs")),
+                   "nHandled": 1}
+        if body.get("disconnectType") == "TRANSFER":
+            amounts["nTransferred"] = 1
+        return amounts
+    if subtopic == "acw":
+        return {"nAcw": 1, "tAcw": _whole(body.get("wrapupDurationMs"))}
+    return {}
+
+
+def _whole(value: Any) -> int:
+    return int(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0
+
+
+class AddPerEvent:
+    """Per delivery, duplicates included: UpdateItem `ADD` on `queueId#mediaType#interval` (the
+    interval of the event's own eventTime). Keeps no conversation state: no writes to justify, no
+    pairing of a start with its end."""
+
+    def __init__(self, client: Any, table: str, analytics: AnalyticsSettings | None = None):
+        self.client, self.table = client, table
+        self.analytics = analytics or AnalyticsSettings()
+        self.writes: list[tuple[int, list[str]]] = []  # (delivery index, metrics added)
+
+    def setup(self) -> None:
+        ensure_table(self.client, self.table, key="pk")
+
+    def handle(self, delivery: Delivery) -> None:
+        detail = delivery.envelope.get("detail") or {}
+        body = detail.get("eventBody") or {}
+        match = _DETAIL_TOPIC.match(str(detail.get("topicName", "")))
+        amounts = {name: amount for name, amount in event_amounts(match.group(1), body).items() if amount} \
+            if match else {}
+        queue_id, media_type = body.get("queueId"), body.get("mediaType")
+        time_ms = parse_time_ms(body.get("eventTime"))
+        if time_ms is None:
+            time_ms = parse_time_ms(delivery.envelope.get("time"))
+        if not amounts or not isinstance(queue_id, str) or time_ms is None:
+            return
+        interval = interval_text(self.analytics.interval_of(time_ms))
+        names = {"#kind": "kind", "#queue": "queueId", "#media": "mediaType", "#interval": "interval"}
+        values = {":kind": {"S": QUEUE}, ":queue": {"S": queue_id}, ":media": {"S": str(media_type)},
+                  ":interval": {"S": interval}}
+        adds = []
+        for n, (metric, amount) in enumerate(sorted(amounts.items())):
+            names[f"#m{n}"], values[f":m{n}"] = metric, {"N": str(amount)}
+            adds.append(f"#m{n} :m{n}")
+        self.client.update_item(
+            TableName=self.table, Key={"pk": {"S": f"{queue_id}#{media_type}#{interval}"}},
+            UpdateExpression="SET #kind = :kind, #queue = :queue, #media = :media, #interval = :interval ADD "
+                             + ", ".join(adds), ExpressionAttributeNames=names, ExpressionAttributeValues=values)
+        self.writes.append((delivery.index, sorted(amounts)))
+
+
+PEER_CLASSES: dict[str, Callable[..., Any]] = {
     "naive": Naive, "check_then_write": CheckThenWrite,
-    "timestamp_condition": TimestampCondition, "powertools": Powertools}
+    "timestamp_condition": TimestampCondition, "powertools": Powertools, "add_per_event": AddPerEvent}
 
 
-def consume(peer: Naive, lines: Iterable[bytes], adapter: Adapter, consumers: int = CONSUMERS) -> int:
+def consume(peer: Any, lines: Iterable[bytes], adapter: Adapter, consumers: int = CONSUMERS) -> int:
     """Hand the lines, in arrival order, to `consumers` concurrent workers, each parsing and handling
     its own; returns how many deliveries had to come back later (Lambda's async retry of a
     duplicate whose original was still in progress)."""

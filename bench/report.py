@@ -5,24 +5,34 @@ import re
 from pathlib import Path
 from typing import Any
 
+from rich import box
 from rich.table import Table
 
 COLUMNS = (  # (result key, heading)
     ("events_per_s", "events/s"), ("ddb_requests_per_1k", "requests/1k"), ("ddb_reads_per_1k", "reads/1k"),
     ("ddb_writes_per_1k", "writes/1k"), ("wcu_per_1k", "WCU/1k"), ("leaked_duplicates", "leaked dup."),
     ("lost_updates", "lost upd."), ("stale_overwrites", "stale overw."), ("mismatches", "mismatches"),
-    ("hottest_key_writes_per_s", "hot key w/s"), ("peak_rss_mb", "peak RSS MB"))
+    ("cells_wrong", "cells wrong"), ("hottest_key_writes_per_s", "hot key w/s"),
+    ("hottest_key_writes_per_flush", "hot key w/flush"), ("peak_rss_mb", "peak RSS MB"))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
+def shown(value: Any) -> str:
+    """A measurement as the table shows it: "-" where it does not apply (None)."""
+    return "-" if value is None else f"{value:,}"
+
+
 def comparison_table(results: dict[str, Any]) -> Table:
-    table = Table(title=f"{results['events']:,} events, {results['conversations']:,} conversations; "
-                        f"floor {results['floor_writes_per_1k']} writes/1k")
-    table.add_column("system")
+    title = (f"{results['events']:,} events, {results['conversations']:,} conversations; "
+             f"floor {results['floor_writes_per_1k']} writes/1k")
+    if "floor_plus_aggregates_writes_per_1k" in results:
+        title += f", {results['floor_plus_aggregates_writes_per_1k']} with the aggregates"
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)  # no rules between columns: 160 wide fits
+    table.add_column("system", no_wrap=True)
     for _, heading in COLUMNS:
-        table.add_column(heading, justify="right")
+        table.add_column(heading.replace("/1k", "\n/1k").replace("mismatches", "mis-\nmatches"), justify="right")
     for system, row in results["systems"].items():
-        table.add_row(system, *(f"{row[key]:,}" for key, _ in COLUMNS))
+        table.add_row(system, *(shown(row.get(key)) for key, _ in COLUMNS))
     return table
 
 
@@ -38,20 +48,44 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     if "check_then_write" in systems and "this_catchup" in systems:
         found["this_catchup_speed_over_check_then_write"] = round(
             systems["this_catchup"]["events_per_s"] / systems["check_then_write"]["events_per_s"], 1)
+    if "this_live" in systems:
+        for floor in ("floor", "floor_plus_aggregates"):
+            if results.get(f"{floor}_writes_per_1k"):
+                found[f"this_live_writes_over_{floor}"] = round(
+                    systems["this_live"]["ddb_writes_per_1k"] / results[f"{floor}_writes_per_1k"], 2)
     return found
 
 
 def markdown(results: dict[str, Any], command: str) -> str:
+    systems = results["systems"]
+    floors = f"**{results['floor_writes_per_1k']} writes per 1,000 events**"
+    if "floor_plus_aggregates_writes_per_1k" in results:
+        floors += (f" for the conversation states, **{results['floor_plus_aggregates_writes_per_1k']}** with the "
+                   f"aggregates (a write for every change of a projection or of a session, in event-time order)")
     lines = [f"Measured with `{command}` on {results['machine']}: {results['events']:,} events over "
              f"{results['conversations']:,} conversations ({results['duplicates']:,} repeats and re-emits), "
-             f"every system against the same metered local DynamoDB (moto). Floor: "
-             f"**{results['floor_writes_per_1k']} writes per 1,000 events**.", "",
+             f"every system against the same metered local DynamoDB (moto). Floor: {floors}.", "",
              "| system | " + " | ".join(heading for _, heading in COLUMNS) + " |",
              "|---|" + "---:|" * len(COLUMNS)]
-    for system, row in results["systems"].items():
-        lines.append(f"| {system} | " + " | ".join(f"{row[key]:,}" for key, _ in COLUMNS) + " |")
+    for system, row in systems.items():
+        lines.append(f"| {system} | " + " | ".join(shown(row.get(key)) for key, _ in COLUMNS) + " |")
+    lines += ["", "`-`: not applicable. add_per_event keeps no conversation state (no projection checks); the "
+              "conversation-state peers keep no metrics (no cells). *cells wrong*: metrics cells whose sums differ "
+              "from the truth's (every distinct event's conversation state, summed), or that only one side has: "
+              "for ours every cell of every kind (queue and agent intervals, gauges), read back as "
+              "`processor queues` reads them; for add_per_event the queue cells over the metrics it keeps. "
+              "*hot key w/s*: the most writes one partition key got in one wall-clock second (the emulator's "
+              "meter); this_live replays stream time much faster than real time, so each of its wall-clock "
+              "seconds spans many of its 1-second flushes. *hot key w/flush*: the most writes one metrics key got within one flush "
+              "of one shard (I13 bounds it to 1; measured in-process, so not for this_kcl)."]
+    found = ratios(results)
     lines += ["", "Side-by-side ratios: " + ", ".join(f"{name.replace('_', ' ')} **{value}x**"
-                                                      for name, value in ratios(results).items()) + ".", ""]
+                                                      for name, value in found.items()) + "."]
+    if "this_live" in systems and "floor_plus_aggregates_writes_per_1k" in results:
+        lines += ["", f"this_live writes **{systems['this_live']['ddb_writes_per_1k']}** per 1,000 events: floor "
+                      f"{results['floor_writes_per_1k']}, floor plus the aggregate writes it needs "
+                      f"{results['floor_plus_aggregates_writes_per_1k']}."]
+    lines.append("")
     if results["curve"]:
         lines += ["this_catchup's engine (RocksDB, no DynamoDB) as conversations in state grow:", "",
                   "| conversations | events | events/s | peak RSS MB |", "|---:|---:|---:|---:|"]
@@ -83,6 +117,9 @@ def chart(results: dict[str, Any], path: Path, image: str | None = None) -> None
     requests = axes[0]
     requests.barh(systems, [r["ddb_requests_per_1k"] for r in rows], color=colors)
     requests.axvline(results["floor_writes_per_1k"], color="#d62728", linestyle="--", label="floor (writes)")
+    if "floor_plus_aggregates_writes_per_1k" in results:
+        requests.axvline(results["floor_plus_aggregates_writes_per_1k"], color="#d62728", linestyle=":",
+                         label="floor + aggregates")
     requests.set_xlabel("DynamoDB requests per 1,000 events")
     requests.invert_yaxis()
     requests.legend(loc="lower right")

@@ -12,11 +12,13 @@ from typing import Any, Callable
 
 import orjson
 
-from bench import PEERS, SYSTEMS
-from bench.checks import history_checks, ledger_checks, table_checks
-from bench import metrics_table_of
+from bench import METRICS_PEERS, OURS, PEERS, SYSTEMS, metrics_table_of
+from bench.checks import cells_wrong, history_checks, ledger_checks, table_checks
+from bench.peers import ADD_PER_EVENT_METRICS
 from bench.system import table_of
 from bench.workload import Delivery, Truth, in_event_time_order, label, truth
+from processor.analytics.contribution import QUEUE
+from processor.analytics.reader import MetricsReader
 from processor.config import Settings
 from devstack.demo import APPLICATION
 from devstack.emulator import LocalEmulator
@@ -43,15 +45,19 @@ def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None
     workdir.mkdir(parents=True, exist_ok=True)
     events, sorted_events = workdir / "storm.jsonl", workdir / "storm-by-event-time.jsonl"
     write_storm(str(events), StormShape(conversations=plan.conversations, seed=plan.seed))
-    deliveries = label(read_lines(str(events)), Settings().build_adapter())
+    settings = Settings()
+    deliveries = label(read_lines(str(events)), settings.build_adapter())
     sorted_events.write_bytes(b"".join(d.data + b"\n" for d in in_event_time_order(deliveries)))
-    facts = truth(deliveries)
+    facts = truth(deliveries, settings.analytics)
     say(f"{len(deliveries):,} events over {len(facts.states):,} conversations; "
-        f"floor {facts.floor_writes_per_1k:.0f} writes per 1,000 events")
+        f"floor {facts.floor_writes_per_1k:.0f} writes per 1,000 events, "
+        f"{facts.floor_plus_aggregates_writes_per_1k:.0f} with the aggregates; {len(facts.metrics):,} metrics cells")
     results: dict[str, Any] = {
         "machine": machine(), "events": len(deliveries), "conversations": len(facts.states),
         "duplicates": sum(d.duplicate for d in deliveries),
-        "floor_writes_per_1k": round(facts.floor_writes_per_1k, 1), "systems": {}, "curve": []}
+        "floor_writes_per_1k": round(facts.floor_writes_per_1k, 1),
+        "floor_plus_aggregates_writes_per_1k": round(facts.floor_plus_aggregates_writes_per_1k, 1),
+        "metrics_cells": len(facts.metrics), "systems": {}, "curve": []}
     with LocalEmulator(meter=True, log_path=str(workdir / "emulator.log")) as emulator:
         for system in plan.systems:
             say(f"running {system} …")
@@ -75,34 +81,44 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
     metered = emulator.meter(table, *side_tables(system))
     counts = {name: sum(metered[t]["counts"].get(name, 0) for t in (table, *side_tables(system)) if t != APPLICATION)
               for name in ("reads", "writes", "write_units", "conditional_failures")}
-    if system in PEERS:
-        writes = ledger_checks(deliveries, outcome["writes"])
-    else:
-        writes = history_checks(metered[table]["puts"])
     client = emulator.client("dynamodb")
-    final = {item[KEY]: item for item in scan_items(client, table)}
     sizes = sorted(item_size(item) for page in client.get_paginator("scan").paginate(TableName=table)
                    for item in page.get("Items", []))
-    verdict = table_checks(facts, first_of_each_event(deliveries), final)
+    projection: dict[str, int | None]
+    if system in METRICS_PEERS:  # no conversation table: the projection checks do not apply
+        projection = {"leaked_duplicates": None, "stale_overwrites": None, "mismatches": None, "lost_updates": None}
+        wrong = cells_wrong(facts.metrics, scan_items(client, table), {QUEUE: ADD_PER_EVENT_METRICS})
+    else:
+        writes = ledger_checks(deliveries, outcome["writes"]) if system in PEERS else history_checks(metered[table]["puts"])
+        final = {item[KEY]: item for item in scan_items(client, table)}
+        projection = {**asdict(writes), **table_checks(facts, first_of_each_event(deliveries), final)}
+        wrong = cells_wrong(facts.metrics, MetricsReader(client, metrics_table_of(table), Settings().interval_minutes)
+                            .rows()) if system in OURS else None
     for name in (table, *side_tables(system)):
         try:
             client.delete_table(TableName=name)  # keep the emulator as small for the next system
         except client.exceptions.ResourceNotFoundException:
             pass
     per_1k = 1000 / len(deliveries)
+    hot_keys = [metered[t].get("hottest_key", {}) for t in (table, *side_tables(system)) if t != APPLICATION]
+    hottest = max(((hot.get("writes_per_second", 0), hot.get("key", "")) for hot in hot_keys), default=(0, ""))
     result = {
         "events_per_s": round(len(deliveries) / outcome["seconds"], 1),
         "ddb_requests_per_1k": round((counts["reads"] + counts["writes"]) * per_1k, 1),
         "ddb_reads_per_1k": round(counts["reads"] * per_1k, 1),
         "ddb_writes_per_1k": round(counts["writes"] * per_1k, 1),
         "wcu_per_1k": round(counts["write_units"] * per_1k, 1),
-        **asdict(writes), **verdict, "peak_rss_mb": round(peak_rss, 1),
+        **projection, "cells_wrong": wrong, "peak_rss_mb": round(peak_rss, 1),
         "seconds": round(outcome["seconds"], 1),
         "conditional_failures_per_1k": round(counts["conditional_failures"] * per_1k, 1),
         "item_bytes_mean": round(sum(sizes) / len(sizes)) if sizes else 0,
         "item_bytes_max": sizes[-1] if sizes else 0,
-        "hottest_key_writes_per_s": max((metered[t].get("hottest_key", {}).get("writes_per_second", 0)
-                                         for t in (table, *side_tables(system)) if t != APPLICATION), default=0)}
+        "hottest_key_writes_per_s": hottest[0], "hottest_key": hottest[1],
+        # ours in this process only (I13: at most 1); None where it is not measured
+        "hottest_key_writes_per_flush": outcome.get("hottest_key_writes_per_flush")}
+    if "hottest_key_per_flush" in outcome:
+        result["hottest_key_per_flush"] = outcome["hottest_key_per_flush"]
+        result["flushes_writing"] = outcome["flushes"]
     if system == "this_kcl":
         lease = metered.get(APPLICATION, {}).get("counts", {})
         result["kcl_lease_requests_per_1k"] = round((lease.get("reads", 0) + lease.get("writes", 0)) * per_1k, 1)

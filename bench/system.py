@@ -15,7 +15,7 @@ from urllib.parse import urlparse
 
 import orjson
 
-from bench import PEERS, metrics_table_of
+from bench import METRICS_PEERS, PEERS, metrics_table_of
 from bench.ours import SHARDS, run_catchup, run_kcl, run_live
 from bench.peers import PEER_CLASSES, consume
 from processor.config import Settings
@@ -36,7 +36,8 @@ def run_system(system: str, events: str, sorted_events: str, endpoint: str, work
                         metrics_table=metrics_table_of(table_of(system)))
     client = dynamodb_client(endpoint, region="us-east-1")
     if system in PEERS:
-        peer = PEER_CLASSES[system](client, table_of(system))
+        options = {"analytics": settings.analytics} if system in METRICS_PEERS else {}
+        peer = PEER_CLASSES[system](client, table_of(system), **options)
         peer.setup()
         started = time.perf_counter()
         retried = consume(peer, read_lines(events), settings.build_adapter())

@@ -12,7 +12,8 @@ import pytest
 from bench.report import BEGIN, END
 
 METRICS = {"events_per_s", "ddb_requests_per_1k", "ddb_reads_per_1k", "ddb_writes_per_1k", "wcu_per_1k",
-           "leaked_duplicates", "lost_updates", "stale_overwrites", "mismatches", "peak_rss_mb"}
+           "leaked_duplicates", "lost_updates", "stale_overwrites", "mismatches", "cells_wrong",
+           "hottest_key_writes_per_s", "hottest_key_writes_per_flush", "peak_rss_mb"}
 
 
 def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(tmp_path):
@@ -25,22 +26,35 @@ def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     results = json.loads(out.read_text())
     systems = results["systems"]
-    assert set(systems) == {"naive", "check_then_write", "timestamp_condition", "powertools", "this_live",
-                            "this_catchup"}
+    assert set(systems) == {"naive", "check_then_write", "timestamp_condition", "powertools", "add_per_event",
+                            "this_live", "this_catchup"}
     assert all(METRICS <= set(row) for row in systems.values())
-    floor = results["floor_writes_per_1k"]
+    floor, with_aggregates = results["floor_writes_per_1k"], results["floor_plus_aggregates_writes_per_1k"]
+    assert floor <= with_aggregates and results["metrics_cells"] > 0
     for ours in ("this_live", "this_catchup"):
         row = systems[ours]
         assert (row["leaked_duplicates"], row["lost_updates"], row["stale_overwrites"], row["mismatches"]) == (0, 0, 0, 0)
-        assert row["ddb_writes_per_1k"] <= floor  # no write beyond a real projection change
+        assert row["cells_wrong"] == 0  # every cell of every kind, exactly (I12)
+        assert row["hottest_key_writes_per_flush"] == 1  # metrics written, each key once per flush of one shard (I13)
+        assert row["ddb_writes_per_1k"] <= with_aggregates  # no write beyond a real projection or session change
+    # the metrics Lambda counts every duplicate again, on one hot item per queue and interval
+    peer = systems["add_per_event"]
+    assert peer["cells_wrong"] > 0 and peer["hottest_key_writes_per_s"] >= 1
+    assert peer["hottest_key_writes_per_flush"] is None and peer["mismatches"] is None
+    assert all(systems[name]["cells_wrong"] is None for name in ("naive", "check_then_write", "timestamp_condition",
+                                                                  "powertools"))
     # the measurements see the failure modes they exist for
     assert systems["naive"]["leaked_duplicates"] > 0 and systems["naive"]["stale_overwrites"] > 0
     assert systems["powertools"]["leaked_duplicates"] > 0  # re-emits carry a new EventBridge id
     assert systems["timestamp_condition"]["lost_updates"] > 0  # late and same-millisecond events dropped
     assert systems["check_then_write"]["ddb_reads_per_1k"] == pytest.approx(1000, rel=0.01)
-    assert systems["powertools"]["ddb_requests_per_1k"] >= 4 * systems["this_live"]["ddb_requests_per_1k"]
+    # with the metrics on, a live flush per second writes each changed conversation (its transaction
+    # carries the metric deltas): the live target is the floor plus the aggregates (above); 40
+    # conversations leave a 1 s flush little to batch
+    assert systems["powertools"]["ddb_requests_per_1k"] >= 3 * systems["this_live"]["ddb_requests_per_1k"]
     assert systems["powertools"]["ddb_requests_per_1k"] >= 15 * systems["this_catchup"]["ddb_requests_per_1k"]
     assert [point["conversations"] for point in results["curve"]] == [1_000, 3_000]
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = readme.read_text()
     assert "old" not in text and "| this_catchup |" in text and text.endswith(f"{END}\nafter\n")
+    assert "| add_per_event |" in text and "cells wrong" in text and "hot key w/flush" in text

@@ -1,12 +1,17 @@
 """`processor bench`'s measurements detect what they claim to: leaked duplicates, stale
-overwrites, lost updates, mismatches, write units. The command itself: tests/server/test_bench.py."""
+overwrites, lost updates, mismatches, wrong metrics cells, write units, writes per key per flush.
+The command itself: tests/server/test_bench.py."""
 from __future__ import annotations
 
 import base64
 
-from bench.checks import history_checks, ledger_checks, table_checks
+from bench.checks import cells_wrong, history_checks, ledger_checks, table_checks
+from bench.ours import FlushLedger
+from bench.peers import event_amounts
 from bench.workload import Delivery, truth
 from devstack.emulator.meter import write_units
+from processor.analytics.contribution import METRICS, QUEUE
+from processor.analytics.sessions import session_register
 from processor.model import Register
 
 
@@ -49,3 +54,115 @@ def test_table_checks_count_lost_events_and_mismatched_conversations():
 
 def test_write_units_are_billed_per_started_kilobyte():
     assert [write_units(n) for n in (0, 1, 1024, 1025, 4096)] == [1, 1, 1, 2, 4]
+
+
+def queue_row(queue: str, interval: str, **metrics: int) -> dict:
+    return {"kind": "queue", "queueId": queue, "mediaType": "VOICE", "interval": interval,
+            **{name: metrics.get(name, 0) for name in METRICS["queue"]}}
+
+
+def agent_row(user: str, interval: str, **metrics: int) -> dict:
+    return {"kind": "agent", "userId": user, "interval": interval, **{name: metrics.get(name, 0) for name in METRICS["agent"]}}
+
+
+def gauge_row(queue: str, **metrics: int) -> dict:
+    return {"kind": "gauge", "queueId": queue, "mediaType": "VOICE", **{name: metrics.get(name, 0) for name in METRICS["gauge"]}}
+
+
+A, B = "2026-11-20T08:00:00Z", "2026-11-20T08:30:00Z"
+
+
+def test_cells_wrong_counts_cells_that_differ_are_missing_or_extra_of_every_kind():
+    expected = [queue_row("q1", A, nOffered=2, nAnswered=1), queue_row("q1", B, nOffered=1), agent_row("u1", A, nHandled=1),
+                gauge_row("q1", oWaiting=1)]
+    assert cells_wrong(expected, expected) == 0
+    assert cells_wrong(expected, list(reversed(expected))) == 0  # order is no part of it
+    found = [queue_row("q1", A, nOffered=3, nAnswered=1),  # a duplicate counted again
+             agent_row("u1", A, nHandled=1), gauge_row("q1", oWaiting=1),
+             queue_row("q2", A, nOffered=1)]  # extra; q1 in B missing
+    assert cells_wrong(expected, found) == 3
+    assert cells_wrong(expected, [*found[1:], queue_row("q1", A, nOffered=2, nAnswered=1, tAnswered=5)]) == 3
+    # a cell another kind names the same way is another cell; an all-zero cell is no cell
+    assert cells_wrong([agent_row("q1", A, nHandled=1)], [agent_row("q1", A, nHandled=1), queue_row("q1", A)]) == 0
+    assert cells_wrong([gauge_row("q1", oWaiting=1)], [gauge_row("q1", oInteracting=1)]) == 1
+
+
+def test_cells_wrong_compares_only_the_metrics_and_kinds_named():
+    expected = [queue_row("q1", A, nOffered=2, nAnswered=1, tAnswered=900), agent_row("u1", A, nHandled=1)]
+    kept = {"kind": "queue", "queueId": "q1", "mediaType": "VOICE", "interval": A, "nOffered": 2, "nAnswered": 1}
+    assert cells_wrong(expected, [kept], {QUEUE: ("nOffered", "nAnswered")}) == 0  # no tAnswered, no agents kept
+    assert cells_wrong(expected, [{**kept, "nAnswered": 2}], {QUEUE: ("nOffered", "nAnswered")}) == 1
+    assert cells_wrong(expected, [kept]) == 2  # over every metric of every kind
+
+
+def test_truth_sums_contributions_of_full_states_and_counts_session_changes_beside_the_floor():
+    def acd(index: int, subtopic: str, time_ms: int, duplicate: bool = False, **body: str) -> Delivery:
+        name, register = session_register(subtopic, {"participantId": "p1", "queueId": "q1", "mediaType": "VOICE", **body},
+                                          time_ms)
+        projected = {"queueId": Register(1_000, "q1")}  # the end changes no projection field
+        return Delivery(index, b"", {}, "c1", time_ms, time_ms, projected, duplicate, {**projected, name: register})
+
+    start_ms = 1_763_625_600_000  # 2025-11-20T08:00:00Z
+    deliveries = [acd(0, "acd.start", start_ms), acd(1, "acd.end", start_ms + 30_000, acdOutcome="ANSWERED"),
+                  acd(2, "acd.end", start_ms + 30_000, duplicate=True, acdOutcome="ANSWERED")]
+    facts = truth(deliveries)
+    assert (facts.projection_changes, facts.state_changes) == (1, 2)
+    assert facts.floor_plus_aggregates_writes_per_1k == 1000 * 2 / 3
+    assert facts.metrics == [queue_row("q1", "2025-11-20T08:00:00Z", nOffered=1, nAnswered=1, tAnswered=30_000,
+                                       nOverSla=1)]
+    assert cells_wrong(facts.metrics, truth(deliveries[:1]).metrics) == 2  # a gauge extra, the cell short
+
+
+def test_add_per_event_reads_what_each_detail_event_adds():
+    assert event_amounts("acd.start", {}) == {"nOffered": 1}
+    assert event_amounts("acd.end", {"acdOutcome": "ABANDON"}) == {"nAbandon": 1}
+    assert event_amounts("acd.end", {"acdOutcome": "TRANSFER"}) == {}
+    assert event_amounts("user.end", {"interactingDurationMs": 5, "heldDurationMs": 2, "disconnectType": "TRANSFER"}) \
+        == {"tTalk": 5, "tHeld": 2, "nHandled": 1, "nTransferred": 1}
+    assert event_amounts("acw", {"wrapupDurationMs": 7}) == {"nAcw": 1, "tAcw": 7}
+    assert event_amounts("customer.end", {}) == {}
+
+
+class FakeClient:
+    def __init__(self):
+        self.calls = []
+
+    def update_item(self, **request):
+        self.calls.append(request)
+        return {}
+
+    def transact_write_items(self, **request):
+        self.calls.append(request)
+        return {}
+
+    def get_item(self, **request):
+        return {"Item": None}
+
+
+class FakeSink:
+    def __init__(self, client, transactions):
+        self.client, self.transactions, self.counters = client, transactions, "counters"
+
+    def write(self, states, on_refused=None, shard_id=""):
+        for keys in self.transactions.pop(0):
+            self.client.transact_write_items(TransactItems=[
+                {"Update": {"TableName": "m", "Key": {"pk": {"S": key}}}} for key in keys] + [
+                {"Put": {"TableName": "conversations", "Item": {"conversationId": {"S": "c1"}}}}])
+        return []
+
+
+def test_flush_ledger_counts_writes_per_metrics_key_within_one_flush_of_one_shard():
+    ledger = FlushLedger("m")
+    client = ledger.client(FakeClient())
+    sink = ledger.sink(FakeSink(client, [[["a#s1#0", "b#s1#0"], ["a#s1#1"]], [["a#s1#0"]]]))
+    assert sink.counters == "counters"  # the rest of the sink is the sink's
+    client.update_item(TableName="m", Key={"pk": {"S": "d|x|s1|0"}})  # outside a flush: counted on its own
+    sink.write({}, None, "s1")
+    sink.write({}, None, "s1")  # the same key again, in the next flush
+    client.update_item(TableName="conversations", Key={"conversationId": {"S": "c1"}})  # not the metrics table
+    assert client.get_item(TableName="m") == {"Item": None}
+    assert (ledger.report()["hottest_key_writes_per_flush"], ledger.report()["flushes"]) == (1, 2)
+    sink = ledger.sink(FakeSink(client, [[["a#s1#0"], ["a#s1#0"]]]))  # one key twice in one flush
+    sink.write({}, None, "s1")
+    assert ledger.report()["hottest_key_writes_per_flush"] == 2
+    assert ledger.report()["hottest_key_per_flush"] == "a#s1#0"
