@@ -29,6 +29,8 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--reshard", action="store_true", help="split a shard half-way through the run")
     parser.add_argument("--conversations", type=int, default=5_000, help="size of the generated storm")
     parser.add_argument("--export", help="write the table's final items here as JSONL")
+    parser.add_argument("--export-metrics", help="write the stored metrics here as JSONL, summed over partials: "
+                        "one object per cell with any non-zero metric")
     parser.add_argument("--report", help="write the run's counts here as JSON")
     parser.add_argument("--workdir", help="keep logs, state and settings here (default: a temporary directory)")
     parser.set_defaults(run=run_demo)
@@ -53,14 +55,17 @@ def run_demo(args: argparse.Namespace) -> int:
             console.print(f"generated a Genesys storm: {count:,} events over {args.conversations:,} conversations")
         elif not os.path.exists(events):
             raise ValueError(f"events file not found: {events}")
-        result = demo(Path(events), settings, args.shards, args.reshard, directory, console, export=args.export)
+        result = demo(Path(events), settings, args.shards, args.reshard, directory, console, export=args.export,
+                      export_metrics=args.export_metrics)
     if args.report:
         write_json(args.report, result.report())
     _summary(Console(), result, args)
-    return 0 if result.matches_replay else 1
+    return 0 if result.matches_replay and result.metrics_match_replay else 1
 
 
 def _summary(console: Console, result: DemoResult, args: argparse.Namespace) -> None:
+    from processor.cli.queues import SUMMARY_COLUMNS, queue_table
+
     summary = counts_table("processor demo: the real KCL daemon on the local stack", result.report())
     summary.add_row("dead letters", f"{result.dead_letters:,}")
     summary.add_row("records put", f"{result.put:,}")
@@ -68,10 +73,14 @@ def _summary(console: Console, result: DemoResult, args: argparse.Namespace) -> 
         summary.add_row("shard split mid-run", result.split_parent)
     summary.add_row("throughput", f"{result.put / result.seconds:,.0f} records/s end to end ({result.seconds:.1f} s)")
     summary.add_row("table equals `processor replay`", "yes" if result.matches_replay else "NO")
+    summary.add_row("metrics equal `processor replay`'s", "yes" if result.metrics_match_replay else "NO")
     console.print(summary)
     console.print(_per_shard(result))
+    console.print(queue_table(result.metrics, "per queue, every interval of the run", SUMMARY_COLUMNS))
     if args.export:
         console.print(f"export: {args.export}")
+    if args.export_metrics:
+        console.print(f"metrics: {args.export_metrics}")
     if args.report:
         console.print(f"report: {args.report}")
 

@@ -34,7 +34,8 @@ from devstack.emulator import LocalEmulator
 from processor.dynamodb.item import KEY
 from processor.metrics import COUNTER_METRICS, DELTAS, SINK_METRICS
 from processor.operate import leases, list_shards
-from processor.replay import REPORT_KEYS, export_table, read_lines, replay, route, scan_items
+from processor.analytics.reader import MetricsReader
+from processor.replay import REPORT_KEYS, export_table, read_lines, replay, route, scan_items, write_jsonl
 from processor.dynamodb.client import ensure_tables
 
 STREAM, APPLICATION = "conversation-events", "conversation-state-processor"
@@ -186,6 +187,8 @@ class DemoResult:
     split_parent: str | None
     dead_letters: int
     conversations: int  # items in the table: a conversation that moved shards counts once
+    metrics: list[dict[str, Any]]  # the stored metrics, summed over partials (export rows)
+    metrics_match_replay: bool
 
     def report(self) -> dict[str, int]:
         return report_of(totals(self.per_shard), self.conversations)
@@ -286,14 +289,21 @@ def wait_until_drained(stack: Stack, producer: Producer, timeout: float, on_tick
         time.sleep(0.5)
 
 
-def replay_matches(stack: Stack, events: Path, adapter: Adapter, shards: int) -> bool:
-    """Replay the same events into a fresh table on the same emulator; compare projections."""
+def replay_matches(stack: Stack, events: Path, adapter: Adapter, shards: int) -> tuple[bool, bool]:
+    """Replay the same events into fresh tables on the same emulator; compare the projections, and
+    the metrics summed over partials (the daemon's shards and the replay's differ: the sums may not)."""
     table, metrics_table = "replay-check", "replay-check-metrics"
     ensure_tables(stack.dynamodb, table, metrics_table=metrics_table)
     sink = stack.settings.build_sink(stack.dynamodb, adapter, table, metrics_table)
     replay(read_lines(str(events)), adapter, sink, JsonlDeadLetters(str(stack.workdir / "replay-dead-letters.jsonl")),
            shards=shards, retention_seconds=stack.settings.retention_seconds)
-    return _projections(stack.dynamodb, stack.settings.table) == _projections(stack.dynamodb, table)
+    projections = _projections(stack.dynamodb, stack.settings.table) == _projections(stack.dynamodb, table)
+    return projections, stored_metrics(stack, metrics_table) == stored_metrics(stack)
+
+
+def stored_metrics(stack: Stack, metrics_table: str | None = None) -> list[dict[str, Any]]:
+    settings = stack.settings
+    return MetricsReader(stack.dynamodb, metrics_table or settings.metrics_table, settings.interval_minutes).rows()
 
 
 def _projections(dynamodb: Any, table: str) -> dict[str, dict]:
@@ -302,7 +312,8 @@ def _projections(dynamodb: Any, table: str) -> dict[str, dict]:
 
 
 def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workdir: Path,
-             console: Any, export: str | None = None, timeout: float = 900.0) -> DemoResult:
+             console: Any, export: str | None = None, timeout: float = 900.0,
+             export_metrics: str | None = None) -> DemoResult:
     """Everything `processor demo` does between parsing its arguments and printing its summary."""
     from rich.live import Live
 
@@ -335,11 +346,14 @@ def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workd
         per_shard, checkpoints = dict(stack.shard_metrics()), lease_checkpoints(stack.dynamodb)
         if export:
             export_table(stack.dynamodb, settings.table, export)
+        metrics = stored_metrics(stack)
+        if export_metrics:
+            write_jsonl(export_metrics, metrics)
         dead_letters = count_items(stack.dynamodb, settings.dead_letter_table)
         conversations = count_items(stack.dynamodb, settings.table)
-        matches = replay_matches(stack, events, adapter, shards)
+        matches, metrics_match = replay_matches(stack, events, adapter, shards)
     return DemoResult(per_shard, checkpoints, producer.put, seconds, matches, split_parent, dead_letters,
-                      conversations)
+                      conversations, metrics, metrics_match)
 
 
 def count_items(dynamodb: Any, table: str) -> int:

@@ -152,9 +152,10 @@ SCHEMA = (
     Spec("dead_letter_table", "dynamodb", "dead_letter_table", str, "PROCESSOR_DEAD_LETTER_TABLE"),
     Spec("metrics_table", "dynamodb", "metrics_table", str, "PROCESSOR_METRICS_TABLE"),
     Spec("endpoint", "dynamodb", "endpoint", str, "PROCESSOR_DYNAMODB_ENDPOINT"),
-    Spec("interval_minutes", "analytics", "interval_minutes", int, choices=INTERVAL_CHOICES),
-    Spec("service_level_seconds", "analytics", "service_level_seconds", float),
-    Spec("metrics_retention_days", "analytics", "retention_days", float),
+    Spec("interval_minutes", "analytics", "interval_minutes", int, "PROCESSOR_INTERVAL_MINUTES",
+         choices=INTERVAL_CHOICES),
+    Spec("service_level_seconds", "analytics", "service_level_seconds", float, "PROCESSOR_SERVICE_LEVEL_SECONDS"),
+    Spec("metrics_retention_days", "analytics", "retention_days", float, "PROCESSOR_METRICS_RETENTION_DAYS"),
     Spec("service_level_seconds_by_queue", "analytics", "service_level_seconds_by_queue", dict),  # last: a sub-table
     Spec("inspect_show", "inspect", "show", tuple),
     Spec("inspect_mask", "inspect", "mask", tuple),

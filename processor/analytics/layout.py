@@ -2,14 +2,17 @@
 
 One partition key per (cell, shard, writer, slot), no sort key:
 - partial  `<cell>#<shard>#<writer>.<slot>`: metric sums ADDed by one shard's transactions; `writer`
-  names the process (a zombie that lost the shard's lease and its successor never share a key),
+  (`w0`..`w3`, from an epoch counted in `w|<shard>` by each process that writes for the shard)
+  tells consecutive owners apart (a zombie that lost the lease and its successor never share a key),
   `slot` numbers the transactions of one flush that touch the cell, so each key is written at most
   once per flush of one shard, whatever one queue's event rate, and only ever by one worker;
 - directory `d|<interval>|<shard>|<bucket>` (`d|gauge|<shard>|<bucket>`): the partials a shard
   created for an interval, spread over 8 buckets by a hash of the cell (an item holds 400 KB: some
   6,000 partials each), a string set ADDed before the transactions that create them (a listed
   partial that a crash never created reads as zero);
-- shard days `s|<shard>`: the days (UTC) a shard has directories for;
+- shard days `s|<shard>`: the days (UTC) a shard has directories for, the interval width they
+  were written with (a reader with another width would miss intervals: it is refused);
+- day intervals `i|<shard>|<day>`: the intervals of that day the shard has directories for;
 - registry `r|<n>` (16 of them, by a hash of the shard id): the shards that ever wrote metrics.
 Readers sum partials over every suffix they find by following registry → days → directories; never an
 item keyed by a bare queue id.
@@ -17,14 +20,15 @@ item keyed by a bare queue id.
 from __future__ import annotations
 
 import zlib
-from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
 from processor.analytics.contribution import AGENT, GAUGE, QUEUE, Cell, interval_text
 
 KEY = "pk"
 TTL = "_ttl"
-PARTS, DAYS, SHARDS = "parts", "days", "shards"
+PARTS, DAYS, SHARDS, INTERVALS, WIDTH, EPOCH = "parts", "days", "shards", "intervals", "intervalMinutes", "epoch"
+#: writer names per shard, reused cyclically: consecutive owners never share one
+WRITERS = 4
 REGISTRY_BUCKETS = 16
 DIRECTORY_BUCKETS = 8
 _KIND_LETTER = {QUEUE: "q", AGENT: "a", GAUGE: "g"}
@@ -68,6 +72,23 @@ def shard_key(shard_id: str) -> str:
     return f"s|{shard_id}"
 
 
+def epoch_key(shard_id: str) -> str:
+    return f"w|{shard_id}"
+
+
+def day_key(shard_id: str, day: str) -> str:
+    return f"i|{shard_id}|{day}"
+
+
+def shard_days(shard_id: str, days: Iterable[str], interval_minutes: int) -> dict[str, Any]:
+    """UpdateItem arguments adding days to a shard's item, with the interval width written."""
+    arguments = set_addition(shard_key(shard_id), DAYS, days)
+    arguments["UpdateExpression"] += " SET #width = :width"
+    arguments["ExpressionAttributeNames"]["#width"] = WIDTH
+    arguments["ExpressionAttributeValues"][":width"] = {"N": str(interval_minutes)}
+    return arguments
+
+
 def registry_key(shard_id: str) -> str:
     return f"r|{zlib.crc32(shard_id.encode('utf-8')) % REGISTRY_BUCKETS}"
 
@@ -78,12 +99,6 @@ def registry_keys() -> list[str]:
 
 def day_of(interval: str) -> str:
     return interval[:10]
-
-
-def intervals_of_day(day: str, interval_minutes: int) -> list[str]:
-    start = datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc)
-    step = timedelta(minutes=interval_minutes)
-    return [(start + n * step).strftime("%Y-%m-%dT%H:%M:%SZ") for n in range(24 * 60 // interval_minutes)]
 
 
 def partial_update(table: str, cell: Cell, amounts: Mapping[str, int], shard_id: str, slot: str,

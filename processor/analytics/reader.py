@@ -1,7 +1,7 @@
 """Read the metrics: every cell summed over its partials, found through the directory (I13).
 
-registry (16 items) → the shards → their days → the directories of the wanted intervals → the
-partials. Every read is a strongly consistent BatchGetItem; nothing scans the table.
+registry (16 items) → the shards (and the interval width they wrote) → their days → the intervals
+of the wanted days → the directories of the wanted intervals → the partials. Every read is a strongly consistent BatchGetItem; nothing scans the table.
 """
 from __future__ import annotations
 
@@ -27,27 +27,23 @@ class MetricsReader:
     def rows(self, intervals: Iterable[str] | None = None, gauges: bool = True) -> list[dict[str, Any]]:
         """The cells of these intervals (None: every interval), and the gauges, one row each in the
         `--export-metrics` form: every metric of its kind present, cells all zero left out."""
-        days = self._days()
         wanted = None if intervals is None else set(intervals)
-        keys = []
-        for shard, shard_days in days.items():
-            for day in sorted(shard_days):
-                keys += [key for interval in layout.intervals_of_day(day, self._interval_minutes)
-                         if wanted is None or interval in wanted for key in layout.directory_keys(interval, shard)]
-            if gauges:
-                keys += layout.directory_keys("gauge", shard)
+        days = self._days()
+        listed = self._intervals(days, None if wanted is None else {interval[:10] for interval in wanted})
+        keys = [key for shard, shard_intervals in listed.items() for interval in sorted(shard_intervals)
+                if wanted is None or interval in wanted for key in layout.directory_keys(interval, shard)]
+        if gauges:
+            keys += [key for shard in days for key in layout.directory_keys("gauge", shard)]
         parts = [part for item in self._get(keys) for part in item.get(layout.PARTS, [])]
         return summed(self._get(parts))
 
     def newest_intervals(self, count: int) -> list[str]:
-        """The `count` newest intervals that have metrics, newest first (stream time, not the clock)."""
+        """The `count` newest intervals that have metrics listed, newest first (stream time, not the
+        clock); reads only the newest days' interval lists."""
         days = self._days()
         found: set[str] = set()
         for day in sorted({day for shard_days in days.values() for day in shard_days}, reverse=True):
-            keys = [key for shard, shard_days in days.items() if day in shard_days
-                    for interval in layout.intervals_of_day(day, self._interval_minutes)
-                    for key in layout.directory_keys(interval, shard)]
-            found |= {item[layout.KEY].split("|")[1] for item in self._get(keys) if item.get(layout.PARTS)}
+            found |= {interval for shard_intervals in self._intervals(days, {day}).values() for interval in shard_intervals}
             if len(found) >= count:
                 break
         return sorted(found, reverse=True)[:count]
@@ -56,9 +52,24 @@ class MetricsReader:
         """Every shard that ever wrote metrics, with the days it has interval directories for (none
         for a shard that only moved gauges: a child shard that saw only the ends of waiting calls)."""
         shards = sorted({shard for item in self._get(layout.registry_keys()) for shard in item.get(layout.SHARDS, [])})
-        days = {item[layout.KEY][2:]: set(item.get(layout.DAYS, []))
-                for item in self._get([layout.shard_key(shard) for shard in shards])}
-        return {shard: days.get(shard, set()) for shard in shards}
+        days: dict[str, set[str]] = {shard: set() for shard in shards}
+        for item in self._get([layout.shard_key(shard) for shard in shards]):
+            width = item.get(layout.WIDTH, self._interval_minutes)
+            if width != self._interval_minutes:
+                raise ValueError(f"the metrics in {self._table} were written with {width}-minute intervals: read "
+                                 f"them with [analytics] interval_minutes = {width}")
+            days[item[layout.KEY][2:]] = set(item.get(layout.DAYS, []))
+        return days
+
+    def _intervals(self, days: dict[str, set[str]], only: set[str] | None) -> dict[str, set[str]]:
+        """Per shard, the intervals it listed on these days (`only`: just these days)."""
+        keys = [layout.day_key(shard, day) for shard, shard_days in days.items() for day in shard_days
+                if only is None or day in only]
+        listed: dict[str, set[str]] = defaultdict(set)
+        for item in self._get(keys):
+            shard = item[layout.KEY].split("|")[1]
+            listed[shard] |= set(item.get(layout.INTERVALS, []))
+        return listed
 
     def _get(self, keys: list[str]) -> Iterator[dict[str, Any]]:
         """The items at these keys that exist, in plain values."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass, field
@@ -92,9 +93,10 @@ def queue_table(rows: Iterable[Mapping[str, Any]], title: str, columns: Sequence
 
 
 def register(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("queues", help=DESCRIPTION.replace("%", "%%"), description=DESCRIPTION + ". Default: the current "
-                                 "interval, the newest one that has metrics (stream time).")
-    parser.add_argument("--config", help="settings TOML (metrics table, endpoint, interval_minutes)")
+    parser = commands.add_parser("queues", help=DESCRIPTION.replace("%", "%%"),  # argparse %-formats help
+                                 description=DESCRIPTION + ". Default: the current interval, the newest one that "
+                                 "has metrics (stream time).")
+    parser.add_argument("--config", metavar="FILE", help="settings TOML (metrics table, endpoint, interval_minutes)")
     parser.add_argument("--dynamodb-endpoint", metavar="URL", help="DynamoDB endpoint (default from settings; "
                         "none: AWS, region and credentials from the standard chain)")
     parser.add_argument("--metrics-table", metavar="NAME", help="metrics table (default from settings: "
@@ -157,19 +159,28 @@ def read_view(reader: MetricsReader, table: str, interval: str | None, last: int
                     f"with metrics: {newest[0]})")
     intervals = sorted(reader.newest_intervals(last))
     rows = reader.rows(intervals)  # no intervals: the gauges alone, if any
-    if not rows:
+    if rows:
+        return View(intervals, rows)
+    if not intervals:
         return View(intervals, empty=f"no metrics yet in table {table}")
-    return View(intervals, rows)
+    # the directory lists partials for these intervals, and they sum to nothing (written later, or
+    # figures a late event moved to another interval)
+    return View(intervals, empty=f"no metrics in table {table} for {', '.join(intervals)}: the partials listed "
+                "there sum to zero")
 
 
 def describe(intervals: list[str], interval_minutes: int, last: int | None) -> str:
+    """What a view covers, for its title."""
     if not intervals:
         return "no interval has metrics"
-    if len(intervals) == 1 and last is None:
+    if last is None:
         return f"interval {intervals[0]} ({interval_minutes} min)"
-    newest = "newest interval" if len(intervals) == 1 else f"{len(intervals)} newest intervals"
-    span = intervals[0] if len(intervals) == 1 else f"{intervals[0]} to {intervals[-1]}"
-    return f"{newest} with metrics, {span} ({interval_minutes} min each)"
+    if len(intervals) == 1:
+        which = "the newest interval with metrics" + (f" (the only one; {last} asked)" if last > 1 else "")
+        return f"{which}, {intervals[0]} ({interval_minutes} min)"
+    which = f"the {len(intervals)} newest intervals with metrics" + (
+        f" (all there are; {last} asked)" if len(intervals) < last else "")
+    return f"{which}, {intervals[0]} to {intervals[-1]} ({interval_minutes} min each)"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,8 +189,8 @@ def run(args: argparse.Namespace) -> int:
     if last is not None and last < 1:
         raise ValueError(f"--last must be at least 1: {last}")
     interval = aligned_interval(args.interval, settings.interval_minutes) if args.interval is not None else None
-    if args.watch is not None and not args.watch > 0:
-        raise ValueError(f"--watch SECONDS must be more than 0: {args.watch:g}")
+    if args.watch is not None and not 0 < args.watch < math.inf:
+        raise ValueError(f"--watch SECONDS must be a finite number more than 0: {args.watch:g}")
     if args.watch is not None and args.json:
         raise ValueError("--watch redraws a table: it does not go with --json (run --json on a timer instead)")
     endpoint = args.dynamodb_endpoint or settings.endpoint

@@ -9,8 +9,8 @@ directory lists each partial before a transaction can create it.
 """
 from __future__ import annotations
 
-import secrets
 import threading
+from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
 
@@ -21,6 +21,7 @@ from processor.reduce import ConversationState
 #: DynamoDB's limits for one TransactWriteItems, with room to spare on the size
 MAX_ACTIONS = 100
 MAX_TRANSACTION_BYTES = 3_500_000
+DAY_SECONDS = 86_400
 
 
 @dataclass(frozen=True)
@@ -72,12 +73,12 @@ class MetricsWriter:
         self.settings = target.settings
         self._client = client
         self._retention_seconds = target.retention_seconds
-        #: this process's name in partial keys: never the same for a zombie and its successor (I13)
-        self.writer = secrets.token_hex(3)
+        self._writers: dict[str, str] = {}  # shard id -> this process's writer name for it
         self._call = call
         self._lock = threading.Lock()
         self._listed: dict[str, set[str]] = {}  # directory key -> partials known to be listed
         self._days: set[tuple[str, str]] = set()
+        self._intervals: set[tuple[str, str]] = set()
         self._registered: set[str] = set()
 
     def baseline(self, state: ConversationState) -> None:
@@ -87,9 +88,26 @@ class MetricsWriter:
     def delta(self, state: ConversationState) -> Contribution:
         return delta(contribution(state.registers, self.settings), state.base or {})
 
-    def slots(self) -> Slots:
-        """The slots of one flush."""
-        return Slots(self.writer)
+    def slots(self, shard_id: str) -> Slots:
+        """The slots of one flush of one shard."""
+        return Slots(self.writer(shard_id))
+
+    def writer(self, shard_id: str) -> str:
+        """This process's name in the shard's partial keys: `w<epoch mod 4>`, the epoch counted up
+        atomically in `w|<shard>` when the process first writes metrics for it. A zombie that
+        lost the lease and its successor have consecutive epochs, so they never share a key (I13),
+        and a shard has at most four writers' partials per cell however often its process restarts."""
+        with self._lock:
+            known = self._writers.get(shard_id)
+        if known is not None:
+            return known
+        response = self._call(self._client.update_item, counter="writes", TableName=self.table,
+                              Key={layout.KEY: {"S": layout.epoch_key(shard_id)}}, UpdateExpression="ADD #epoch :one",
+                              ExpressionAttributeNames={"#epoch": layout.EPOCH},
+                              ExpressionAttributeValues={":one": {"N": "1"}}, ReturnValues="UPDATED_NEW")
+        epoch = int(response["Attributes"][layout.EPOCH]["N"])
+        with self._lock:
+            return self._writers.setdefault(shard_id, f"w{epoch % layout.WRITERS}")
 
     def pack(self, deltas: Mapping[str, Contribution], sizes: Mapping[str, int], slots: Slots) -> list[Transaction]:
         """Transactions for these conversations, each cell on a slot no other transaction of this
@@ -136,24 +154,34 @@ class MetricsWriter:
         with self._lock:
             new = {key: parts - self._listed.get(key, set()) for key, parts in wanted.items()}
             new = {key: parts for key, parts in new.items() if parts}
-            days = {(shard_id, key.split("|")[1][:10]) for key in new if not key.startswith("d|gauge|")} - self._days
+            intervals = {(shard_id, key.split("|")[1]) for key in new if not key.startswith("d|gauge|")} - self._intervals
+            days = {(shard, interval[:10]) for shard, interval in intervals} - self._days
             register = shard_id not in self._registered
         if not new:
             return
         if register:
             self._update(layout.set_addition(layout.registry_key(shard_id), layout.SHARDS, [shard_id]))
         if days:
-            self._update(layout.set_addition(layout.shard_key(shard_id), layout.DAYS, [day for _, day in days]))
+            self._update(layout.shard_days(shard_id, [day for _, day in days], self.settings.interval_minutes))
+        for day in sorted({day for _, day in days} | {interval[:10] for _, interval in intervals}):
+            of_day = [interval for _, interval in intervals if interval.startswith(day)]
+            self._update(layout.set_addition(layout.day_key(shard_id, day), layout.INTERVALS, of_day,
+                                             self._expires_day(day)))
         for key, parts in new.items():
             self._update(layout.set_addition(key, layout.PARTS, parts, expiry[key]))
         with self._lock:
             self._registered.add(shard_id)
             self._days |= days
+            self._intervals |= intervals
             for key, parts in new.items():
                 self._listed.setdefault(key, set()).update(parts)
 
     def _update(self, arguments: dict[str, Any]) -> None:
         self._call(self._client.update_item, counter="writes", TableName=self.table, **arguments)
+
+    def _expires_day(self, day: str) -> int:
+        return int(datetime.strptime(day, "%Y-%m-%d").replace(tzinfo=timezone.utc).timestamp()) + DAY_SECONDS \
+            + self._retention_seconds
 
     def _expires(self, cell: Cell) -> int | None:
         """Partials of an interval expire `retention` after it; gauges never (they are live sums)."""

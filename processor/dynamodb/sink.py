@@ -182,7 +182,7 @@ class DynamoSink:
         """Write these conversations with their metric deltas until each is stored (I5, I12)."""
         metrics = self._metrics
         assert metrics is not None
-        slots = metrics.slots()
+        slots = metrics.slots(shard_id)
         pending = dict(states)
         refusals: list[Refusal] = []
         merges = rounds = 0

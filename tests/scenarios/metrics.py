@@ -377,14 +377,15 @@ def assert_exact(tables: Tables, expected: list[dict[str, Any]]) -> None:
 
 # ---- I13 -----------------------------------------------------------------------------------------
 
-PARTIAL_KEY = re.compile(r"^[qag]\|.*#(?P<shard>[^#]+)#(?P<writer>[0-9a-f]{6})\.(?P<slot>\d+)$")
+PARTIAL_KEY = re.compile(r"^[qag]\|.*#(?P<shard>[^#]+)#(?P<writer>w\d)\.(?P<slot>\d+)$")
 
 
 def key_violations(recorder: Recorder) -> list[str]:
     """I13 as the writes show it: per flush of one shard, no partial written twice (a cancelled
     transaction wrote nothing: its retry takes the same slots, already listed); every partial
     key carries `#<shard>#<slot>` of the shard that wrote it; every other key written is the shard's
-    directory (`d|<interval>|<shard>|<bucket>`), its days (`s|<shard>`) or a registry bucket (`r|<n>`)."""
+    directory (`d|<interval>|<shard>|<bucket>`), its days (`s|<shard>`), a day's intervals
+    (`i|<shard>|<day>`), its writer epoch (`w|<shard>`) or a registry bucket (`r|<n>`)."""
     problems = []
     for label, calls in recorder.segments:
         shard = label.split("/", 1)[0]
@@ -398,7 +399,8 @@ def key_violations(recorder: Recorder) -> list[str]:
                         problems.append(f"{label}: partial key without this shard's suffix: {key}")
             elif c.operation == "update_item":
                 for key in c.metric_keys:
-                    if not (re.fullmatch(r"r\|\d+", key) or key == f"s|{shard}"
+                    if not (re.fullmatch(r"r\|\d+", key) or key in (f"s|{shard}", f"w|{shard}")
+                            or re.fullmatch(rf"i\|{re.escape(shard)}\|\d{{4}}-\d\d-\d\d", key)
                             or re.fullmatch(rf"d\|[^|]+\|{re.escape(shard)}(\|\d+)?", key)):
                         problems.append(f"{label}: UpdateItem on a key that is no directory of this shard: {key}")
         problems += [f"{label}: partial {key} written {n} times in one flush" for key, n in partials.items() if n > 1]

@@ -3,6 +3,8 @@ offers them to a development checkout (guarded, named as absent otherwise); and 
 by `Settings.to_toml` read back as the same settings (one schema for both directions)."""
 from __future__ import annotations
 
+import pytest
+
 import ast
 from pathlib import Path
 
@@ -35,8 +37,23 @@ def test_the_shipped_package_imports_the_harness_only_behind_a_guard():
 def test_settings_written_as_toml_read_back_the_same(tmp_path):
     settings = Settings(adapter={"kind": "generic", "conversation_id": "$.a", "event_time": "$.t",
                                  "state": {"status": "$.s", "odd name": "$.x"}},
-                        flush_seconds=2.5, endpoint="http://127.0.0.1:4566", inspect_show=("status",))
+                        flush_seconds=2.5, endpoint="http://127.0.0.1:4566", inspect_show=("status",),
+                        interval_minutes=15, service_level_seconds=30.0,
+                        service_level_seconds_by_queue={"9f3c1a52-0d4e-4c8b-a1f2-7e6d5c4b3a29": 10.0, "odd queue": 45.0})
     path = tmp_path / "settings.toml"
     path.write_text(settings.to_toml())
     assert load_settings(str(path), environ={}) == settings
     assert load_settings(None, environ={}) == Settings()
+
+
+def test_analytics_settings_are_checked_and_read_from_the_environment(tmp_path):
+    path = tmp_path / "settings.toml"
+    path.write_text("[analytics]\ninterval_minutes = 7\n")
+    with pytest.raises(ValueError, match="interval_minutes must be one of 5, 10, 15, 30, 60"):
+        load_settings(str(path), environ={})
+    path.write_text("[analytics.service_level_seconds_by_queue]\nq1 = -3\n")
+    with pytest.raises(ValueError, match="q1 must be a finite number of at least 0"):
+        load_settings(str(path), environ={})
+    settings = load_settings(None, environ={"PROCESSOR_INTERVAL_MINUTES": "15", "PROCESSOR_METRICS_RETENTION_DAYS": "6",
+                                            "PROCESSOR_SERVICE_LEVEL_SECONDS": "30"})
+    assert (settings.interval_minutes, settings.metrics_retention_days, settings.service_level_seconds) == (15, 6.0, 30.0)
