@@ -29,7 +29,8 @@ from moto.server import DomainDispatcherApplication, create_backend_app
 from devstack.emulator import dynamodb_patch, kinesis_patch
 from devstack.emulator.meter import Meter
 
-THROTTLED_ACTIONS = {"PutItem", "UpdateItem", "GetItem", "BatchGetItem", "BatchWriteItem", "DeleteItem"}
+THROTTLED_ACTIONS = {"PutItem", "UpdateItem", "GetItem", "BatchGetItem", "BatchWriteItem", "DeleteItem",
+                     "TransactWriteItems"}
 
 
 def moto_stored_size(region: str, table_name: str, attributes: dict) -> int:
