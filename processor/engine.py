@@ -29,7 +29,8 @@ from processor import codec
 from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
 from processor.decode import decode
-from processor.limits import Unstorable, check_event_time, check_partition_key, storable
+from processor.analytics.sessions import is_session, participant_of
+from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, check_event_time, check_partition_key, storable
 from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
 from processor.reduce import ConversationState, Outcome, apply
 
@@ -109,7 +110,7 @@ class ShardEngine:
 
     def process(self, records: Sequence[Record]) -> None:
         """Apply a batch of records in order (the flush is separate: see `flush_due`)."""
-        events: list[tuple[ConversationEvent, str | None]] = []
+        events: list[tuple[ConversationEvent, str | None, Record]] = []
         for record in records:
             before, self._previous = self._previous, record.sequence_number
             if self._committed is not None and int(record.sequence_number) <= self._committed:
@@ -120,12 +121,12 @@ class ShardEngine:
             self._last_sequence = record.sequence_number
             event = self._admit(record)
             if event is not None:
-                events.append((event, before))
-        self._load(event.conversation_id for event, _ in events)
+                events.append((event, before, record))
+        self._load(event.conversation_id for event, _, _ in events)
         counters = self.counters
-        for event, before in events:
+        for event, before, record in events:
             cid = event.conversation_id
-            outcome, restamped = apply(self._touched[cid], event)
+            outcome, restamped = apply(self._touched[cid], self._within_session_limit(record, event))
             if outcome is Outcome.CHANGE:
                 self._changed.add(cid)
                 counters.changes += 1
@@ -192,6 +193,23 @@ class ShardEngine:
             self._refuse_field(record, event.conversation_id, name, refusal.reason)
             return Register(stamp, None)
         return register if kept is value else Register(stamp, kept)
+
+    def _within_session_limit(self, record: Record, event: ConversationEvent) -> ConversationEvent:
+        """`event` without the sessions of a participant beyond `MAX_SESSION_PARTICIPANTS` (dead-
+        lettered): a conversation's metric delta must fit one transaction (I12, I15)."""
+        name = next((name for name in event.sets if is_session(name)), None)
+        if name is None:
+            return event
+        registers = self._touched[event.conversation_id].registers
+        if name in registers:
+            return event
+        participant = participant_of(name)
+        known = {participant_of(other) for other in registers if is_session(other)}
+        if participant in known or len(known) < MAX_SESSION_PARTICIPANTS:
+            return event
+        self._refuse_field(record, event.conversation_id, name,
+                           f"sessions of more than {MAX_SESSION_PARTICIPANTS} participants: left out of the metrics")
+        return event._replace(sets={other: register for other, register in event.sets.items() if other != name})
 
     def _refuse_field(self, record: Record, conversation_id: str, name: str, reason: str) -> None:
         self.counters.refused_fields += 1

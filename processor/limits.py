@@ -21,6 +21,10 @@ MAX_ITEM_BYTES = 400 * 1024
 ITEM_BUDGET_BYTES = 380 * 1024
 MAX_PARTITION_KEY_BYTES = 2048
 MAX_DEPTH = 32
+#: participants whose sessions a conversation keeps: its metric delta must fit one transaction of 100
+#: actions with its own put, and one participant's sessions touch at most 6 cells (queue cells at its
+#: queue entry, end, hang-up and wrap-up; agent cells at hang-up and wrap-up) (I12, I15)
+MAX_SESSION_PARTICIPANTS = 16
 MAX_DIGITS = 38
 #: DynamoDB's number range: magnitudes from 1E-130 up to (but not including) 1E+126
 _MAX_MAGNITUDE = 10 ** 126

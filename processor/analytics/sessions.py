@@ -64,6 +64,11 @@ def _plain(value: Any) -> Any:
     return None
 
 
+def participant_of(name: str) -> str:
+    """The participant key of a session register's name."""
+    return name[len(PREFIX):].rpartition(".")[0]
+
+
 def participants(registers: Mapping[str, Register]) -> dict[str, dict[str, list]]:
     """The session registers grouped by participant: {participant: {kind: value}}."""
     grouped: dict[str, dict[str, list]] = {}

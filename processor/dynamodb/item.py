@@ -118,7 +118,7 @@ def _value_size(attribute: Mapping[str, Any]) -> int:
         return 3 + sum(1 + len(k.encode("utf-8")) + _value_size(v) for k, v in value.items())
     if kind == "L":
         return 3 + sum(1 + _value_size(v) for v in value)
-    return sum(len(str(v)) for v in value)
+    return sum(len(v) if isinstance(v, (bytes, bytearray)) else len(str(v).encode("utf-8")) for v in value)  # sets
 
 
 def serialize(value: Any) -> dict[str, Any]:

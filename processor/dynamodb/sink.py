@@ -196,7 +196,7 @@ class DynamoSink:
             transactions = metrics.pack(deltas, sizes, slots)
             metrics.announce(transactions, shard_id)
             outcomes = list(self._pool.map(lambda t: self._transact(t, items, deltas, shard_id), transactions))
-            merged = False
+            merged = refused_any = validation = False
             for transaction, failures in zip(transactions, outcomes):
                 if failures:  # cancelled: it wrote no partial
                     slots.give_back(transaction)
@@ -212,7 +212,13 @@ class DynamoSink:
                         if not self._adopt_stored(state, failure[1] or self._get(cid)):
                             del pending[cid]
                     elif failure[0] == "ValidationError":
-                        refusals += self._refuse(self._refused_fields(cid, state, "ValidationException"), on_refused)
+                        validation = True
+                        refused = self._refused_fields(cid, state, "ValidationException")
+                        refused_any |= bool(refused)
+                        refusals += self._refuse(refused, on_refused)
+            if validation and not refused_any:
+                raise RefusedItem("DynamoDB refused a transaction that no conversation field explains: check the "
+                                  "metrics table's key schema")
             merges += merged
             rounds += 1
             if pending and (merges > MAX_CONFLICT_ROUNDS or rounds > MAX_TRANSACTION_ROUNDS):
@@ -236,7 +242,10 @@ class DynamoSink:
             self._call(self._client.transact_write_items, counter="writes",
                        TransactItems=puts + self._metrics.updates(transaction, deltas, shard_id))
         except ClientError as error:
-            if error.response["Error"]["Code"] != "TransactionCanceledException":
+            code = error.response["Error"]["Code"]
+            if code == "ValidationException":  # the request as a whole: each conversation is probed
+                return {cid: ("ValidationError", None) for cid in transaction.conversations}
+            if code != "TransactionCanceledException":
                 raise
             reasons = error.response.get("CancellationReasons") or []
             codes = [reason.get("Code") or "None" for reason in reasons]
