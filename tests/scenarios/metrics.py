@@ -26,8 +26,8 @@ import orjson
 from devstack.storm import StormShape, storm
 from processor.adapters.genesys import GenesysAdapter
 from processor.analytics import layout
-from processor.analytics.contribution import AGENT, contribution, interval_text, metrics_of
-from processor.analytics.reader import MetricsReader, summed
+from processor.analytics.contribution import contribution
+from processor.analytics.reader import MetricsReader, rows_of, summed
 from processor.config import Settings
 from processor.deadletters import JsonlDeadLetters
 from processor.dynamodb.client import ensure_tables
@@ -334,18 +334,7 @@ def scanned_rows(tables: Tables) -> list[dict[str, Any]]:
 
 def contribution_rows(tables: Tables) -> list[dict[str, Any]]:
     """I12's right-hand side: the contributions of the stored conversation items, summed per cell."""
-    partials = []
-    for item in scan(tables.client, tables.table):
-        _, state = from_item(item)
-        for cell, vector in contribution(state.registers, ANALYTICS).items():
-            row = {"kind": cell.kind, ("userId" if cell.kind == AGENT else "queueId"): cell.owner,
-                   **metrics_of(cell, vector)}
-            if cell.media_type is not None:
-                row["mediaType"] = cell.media_type
-            if cell.interval is not None:
-                row["interval"] = interval_text(cell.interval)
-            partials.append(row)
-    return summed(partials)
+    return rows_of(contribution(from_item(item)[1].registers, ANALYTICS) for item in scan(tables.client, tables.table))
 
 
 def row_diff(actual: list[dict[str, Any]], expected: list[dict[str, Any]], limit: int = 6) -> str:

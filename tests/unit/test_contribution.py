@@ -8,7 +8,6 @@ contributions (I12, tested elsewhere), these rows are what `--export-metrics` mu
 from __future__ import annotations
 
 import copy
-import random
 from collections import defaultdict
 from typing import Any, Iterable, Mapping
 
@@ -18,15 +17,14 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from devstack.storm import StormShape, storm
 from processor.adapters.genesys import GenesysAdapter
-from processor.analytics.contribution import AGENT, AnalyticsSettings, contribution, interval_text, metrics_of
-from processor.analytics.reader import summed
+from processor.analytics.contribution import AnalyticsSettings, contribution, interval_text
+from processor.analytics.reader import rows_of
 from processor.reduce import ConversationState, apply
 from tests.conftest import T0, detail_event, redeliver
 from tests.metrics_oracle import AGENT_METRICS, QUEUE_METRICS, distinct_events, expected_rows
 
 genesys = GenesysAdapter()
 MINUTE = 60_000
-_OWNER = {"queue": "queueId", "agent": "userId", "gauge": "queueId"}
 
 
 def processor_rows(envelopes: Iterable[Mapping[str, Any]], interval_minutes: int = 30,
@@ -37,16 +35,7 @@ def processor_rows(envelopes: Iterable[Mapping[str, Any]], interval_minutes: int
     for envelope in envelopes:
         event = genesys.normalize(copy.deepcopy(envelope))
         apply(states[event.conversation_id], event)
-    partials = []
-    for state in states.values():
-        for cell, vector in contribution(state.registers, analytics).items():
-            partial: dict[str, Any] = {"kind": cell.kind, _OWNER[cell.kind]: cell.owner}
-            if cell.kind != AGENT:
-                partial["mediaType"] = cell.media_type
-            if cell.interval is not None:
-                partial["interval"] = interval_text(cell.interval)
-            partials.append({**partial, **metrics_of(cell, vector)})
-    return summed(partials)
+    return rows_of(contribution(state.registers, analytics) for state in states.values())
 
 
 def both(envelopes: list[dict], **options: Any) -> tuple[list[dict], list[dict]]:

@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 from devstack.storm import StormShape, storm
 from processor.adapters.genesys import GenesysAdapter
 from processor.analytics import layout
-from processor.analytics.contribution import AGENT, contribution, interval_text, metrics_of
-from processor.analytics.reader import MetricsReader, summed
+from processor.analytics.contribution import contribution
+from processor.analytics.reader import MetricsReader, rows_of
 from processor.config import Settings
 from processor.deadletters import JsonlDeadLetters
 from processor.dynamodb.client import ensure_tables
@@ -313,18 +313,8 @@ def run_shard(client: Any, root: Any, stream: list[Record]) -> ShardEngine:
 
 def contribution_rows(client: MemoryDynamoDB) -> list[dict[str, Any]]:
     """I12: the stored conversations' contributions, summed per cell in the reader's row form."""
-    settings, partials = Settings().analytics, []
-    for item in client.tables[CONVERSATIONS].values():
-        _, state = from_item(item)
-        for cell, vector in contribution(state.registers, settings).items():
-            row = {"kind": cell.kind, ("userId" if cell.kind == AGENT else "queueId"): cell.owner,
-                   **metrics_of(cell, vector)}
-            if cell.media_type is not None:
-                row["mediaType"] = cell.media_type
-            if cell.interval is not None:
-                row["interval"] = interval_text(cell.interval)
-            partials.append(row)
-    return summed(partials)
+    settings = Settings().analytics
+    return rows_of(contribution(from_item(item)[1].registers, settings) for item in client.tables[CONVERSATIONS].values())
 
 
 def test_the_processor_writes_metrics_the_reader_finds(tmp_path):
