@@ -30,7 +30,8 @@ from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
 from processor.decode import decode
 from processor.analytics.sessions import is_session, participant_of
-from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, check_event_time, check_partition_key, storable
+from processor.limits import (MAX_SESSION_PARTICIPANTS, Unstorable, check_event_time, check_partition_key,
+                              check_session, storable)
 from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
 from processor.reduce import ConversationState, Outcome, apply
 
@@ -195,20 +196,22 @@ class ShardEngine:
         return register if kept is value else Register(stamp, kept)
 
     def _within_session_limit(self, record: Record, event: ConversationEvent) -> ConversationEvent:
-        """`event` without the sessions of a participant beyond `MAX_SESSION_PARTICIPANTS` (dead-
-        lettered): a conversation's metric delta must fit one transaction (I12, I15)."""
+        """`event` without a session the metrics cannot keep (dead-lettered, I15): ids too long for a
+        metrics key, numbers beyond what sums may reach, a participant beyond
+        `MAX_SESSION_PARTICIPANTS` (sessions are bookkeeping no size limit trims)."""
         name = next((name for name in event.sets if is_session(name)), None)
         if name is None:
             return event
+        reason = check_session(event.sets[name].value)
         registers = self._touched[event.conversation_id].registers
-        if name in registers:
+        if reason is None and name not in registers:
+            participant = participant_of(name)
+            known = {participant_of(other) for other in registers if is_session(other)}
+            if participant not in known and len(known) >= MAX_SESSION_PARTICIPANTS:
+                reason = f"sessions of more than {MAX_SESSION_PARTICIPANTS} participants"
+        if reason is None:
             return event
-        participant = participant_of(name)
-        known = {participant_of(other) for other in registers if is_session(other)}
-        if participant in known or len(known) < MAX_SESSION_PARTICIPANTS:
-            return event
-        self._refuse_field(record, event.conversation_id, name,
-                           f"sessions of more than {MAX_SESSION_PARTICIPANTS} participants: left out of the metrics")
+        self._refuse_field(record, event.conversation_id, name, f"{reason}: left out of the metrics")
         return event._replace(sets={other: register for other, register in event.sets.items() if other != name})
 
     def _refuse_field(self, record: Record, conversation_id: str, name: str, reason: str) -> None:

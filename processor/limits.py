@@ -21,10 +21,23 @@ MAX_ITEM_BYTES = 400 * 1024
 ITEM_BUDGET_BYTES = 380 * 1024
 MAX_PARTITION_KEY_BYTES = 2048
 MAX_DEPTH = 32
-#: participants whose sessions a conversation keeps: its metric delta must fit one transaction of 100
-#: actions with its own put, and one participant's sessions touch at most 6 cells (queue cells at its
-#: queue entry, end, hang-up and wrap-up; agent cells at hang-up and wrap-up) (I12, I15)
-MAX_SESSION_PARTICIPANTS = 16
+#: participants whose sessions a conversation keeps (the sessions are bookkeeping no size limit trims:
+#: 64 of them with the longest ids fill a quarter of an item) (I12, I15)
+MAX_SESSION_PARTICIPANTS = 64
+#: a session's ids (queue, user, media type, outcome) in characters: a metrics key holds 2,048 bytes
+MAX_SESSION_TEXT = 256
+#: a session's durations in ms (some 31,000 years): sums stay within DynamoDB's 38 digits
+MAX_SESSION_NUMBER = 10 ** 15
+
+
+def check_session(value: list) -> str | None:
+    """Why a session's value cannot be kept (None: it can)."""
+    for item in value:
+        if isinstance(item, str) and len(item) > MAX_SESSION_TEXT:
+            return f"an id longer than {MAX_SESSION_TEXT} characters"
+        if isinstance(item, int) and not -MAX_SESSION_NUMBER < item < MAX_SESSION_NUMBER:
+            return f"a number beyond {MAX_SESSION_NUMBER:.0e}"
+    return None
 MAX_DIGITS = 38
 #: DynamoDB's number range: magnitudes from 1E-130 up to (but not including) 1E+126
 _MAX_MAGNITUDE = 10 ** 126

@@ -90,16 +90,11 @@ def distinct_events(envelopes: Iterable[Mapping[str, Any]]) -> list[tuple[str, d
 
 class _Conversation:
     def __init__(self) -> None:
-        self.media: tuple[tuple[int, bytes], Any] | None = None  # last writer of the body mediaType
         self.ended = False
         #: participant id -> kind -> ((time, canonical list), {"time": t, field: value, ...})
         self.sessions: dict[str, dict[str, tuple[tuple[int, bytes], dict[str, Any]]]] = defaultdict(dict)
 
     def offer(self, subtopic: str, body: Mapping[str, Any], time_ms: int) -> None:
-        if body.get("mediaType") is not None:
-            order = (time_ms, canonical(body["mediaType"]))
-            if self.media is None or order > self.media[0]:
-                self.media = (order, body["mediaType"])
         if subtopic == "customer.end":
             self.ended = True
         fields = SESSION_FIELDS.get(subtopic)
@@ -113,12 +108,9 @@ class _Conversation:
             self.sessions[participant][subtopic] = (order, {"time": time_ms, **dict(zip(fields, values))})
 
     def media_of(self, event: Mapping[str, Any]) -> str:
-        """A cell's media type: the completing event's, else the conversation's, else UNKNOWN."""
+        """A cell's media type: the completing event's body `mediaType` (ANALYTICS.md), else UNKNOWN."""
         own = _text(event.get("mediaType"))
-        if own is not None:
-            return own
-        conversation = self.media[1] if self.media is not None else None
-        return conversation if isinstance(conversation, str) else UNKNOWN_MEDIA
+        return own if own is not None else UNKNOWN_MEDIA
 
 
 def expected_rows(envelopes: Iterable[Mapping[str, Any]], interval_minutes: int = 30,

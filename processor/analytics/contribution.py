@@ -65,14 +65,13 @@ def contribution(registers: Mapping[str, Register], settings: AnalyticsSettings)
     cells: dict[Cell, list[int]] = {}
     ended_register = registers.get("ended")
     ended = ended_register is not None and ended_register.value is True
-    media_register = registers.get("mediaType")
-    fallback_media = media_register.value if media_register is not None and isinstance(media_register.value, str) \
-        else UNKNOWN_MEDIA
 
     def add(kind: str, owner: object, media: object, interval: int | None, **amounts: int) -> None:
         if not isinstance(owner, str) or not owner:
             return
-        cell = Cell(kind, owner, (media if isinstance(media, str) and media else fallback_media)
+        # the completing event's own media type (ANALYTICS.md): a session's cells depend on its own
+        # registers (and `ended`, for gauges), so any change can be written participant by participant
+        cell = Cell(kind, owner, (media if isinstance(media, str) and media else UNKNOWN_MEDIA)
                     if kind != AGENT else None, interval)
         vector = cells.setdefault(cell, [0] * len(METRICS[kind]))
         for name, amount in amounts.items():

@@ -7,8 +7,8 @@ One partition key per (cell, shard, writer, slot), no sort key:
   `slot` numbers the transactions of one flush that touch the cell, so each key is written at most
   once per flush of one shard, whatever one queue's event rate, and only ever by one worker;
 - directory `d|<interval>|<shard>|<bucket>` (`d|gauge|<shard>|<bucket>`): the partials a shard
-  created for an interval, spread over 8 buckets by a hash of the cell (an item holds 400 KB: some
-  6,000 partials each), a string set ADDed before the transactions that create them (a listed
+  created for an interval, spread over 32 buckets by a hash of the cell (an item holds 400 KB: some
+  4,000 partials of UUID-named cells each, 130,000 an interval and shard), a string set ADDed before the transactions that create them (a listed
   partial that a crash never created reads as zero);
 - shard days `s|<shard>`: the days (UTC) a shard has directories for, the interval width they
   were written with (a reader with another width would miss intervals: it is refused);
@@ -30,7 +30,7 @@ PARTS, DAYS, SHARDS, INTERVALS, WIDTH, EPOCH = "parts", "days", "shards", "inter
 #: writer names per shard, reused cyclically: consecutive owners never share one
 WRITERS = 4
 REGISTRY_BUCKETS = 16
-DIRECTORY_BUCKETS = 8
+DIRECTORY_BUCKETS = 32
 _KIND_LETTER = {QUEUE: "q", AGENT: "a", GAUGE: "g"}
 #: the attribute naming a cell's owner, by kind
 OWNER_NAME = {QUEUE: "queueId", AGENT: "userId", GAUGE: "queueId"}
@@ -82,9 +82,11 @@ def day_key(shard_id: str, day: str) -> str:
 
 
 def shard_days(shard_id: str, days: Iterable[str], interval_minutes: int) -> dict[str, Any]:
-    """UpdateItem arguments adding days to a shard's item, with the interval width written."""
+    """UpdateItem arguments adding days to a shard's item, with the interval width written: only
+    if it is the width already there (intervals of two widths would be summed as one)."""
     arguments = set_addition(shard_key(shard_id), DAYS, days)
     arguments["UpdateExpression"] += " SET #width = :width"
+    arguments["ConditionExpression"] = "attribute_not_exists(#width) OR #width = :width"
     arguments["ExpressionAttributeNames"]["#width"] = WIDTH
     arguments["ExpressionAttributeValues"][":width"] = {"N": str(interval_minutes)}
     return arguments

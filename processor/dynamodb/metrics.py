@@ -10,6 +10,8 @@ directory lists each partial before a transaction can create it.
 from __future__ import annotations
 
 import threading
+
+from botocore.exceptions import ClientError
 from datetime import datetime, timezone
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping
@@ -86,7 +88,16 @@ class MetricsWriter:
         state.base = contribution(state.registers, self.settings)
 
     def delta(self, state: ConversationState) -> Contribution:
-        return delta(contribution(state.registers, self.settings), state.base or {})
+        return self.delta_of(state, state.base)
+
+    @staticmethod
+    def fits(cells: Contribution) -> bool:
+        """Whether a conversation's delta fits one transaction beside its put."""
+        return len(cells) < MAX_ACTIONS
+
+    def delta_of(self, state: ConversationState, base: Contribution | None) -> Contribution:
+        """What writing `state` over a stored state that contributes `base` adds to each cell."""
+        return delta(contribution(state.registers, self.settings), base or {})
 
     def slots(self, shard_id: str) -> Slots:
         """The slots of one flush of one shard."""
@@ -162,7 +173,14 @@ class MetricsWriter:
         if register:
             self._update(layout.set_addition(layout.registry_key(shard_id), layout.SHARDS, [shard_id]))
         if days:
-            self._update(layout.shard_days(shard_id, [day for _, day in days], self.settings.interval_minutes))
+            try:
+                self._update(layout.shard_days(shard_id, [day for _, day in days], self.settings.interval_minutes))
+            except ClientError as error:
+                if error.response["Error"]["Code"] != "ConditionalCheckFailedException":
+                    raise
+                raise ValueError(f"the metrics table {self.table} holds intervals of another width than "
+                                 f"interval_minutes = {self.settings.interval_minutes}: use its width, or a new "
+                                 "metrics table") from None
         for day in sorted({day for _, day in days} | {interval[:10] for _, interval in intervals}):
             of_day = [interval for _, interval in intervals if interval.startswith(day)]
             self._update(layout.set_addition(layout.day_key(shard_id, day), layout.INTERVALS, of_day,

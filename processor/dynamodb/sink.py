@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from botocore.exceptions import ClientError
 
-from processor.analytics.sessions import is_session
+from processor.analytics.sessions import is_session, participant_of
 from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, item_size, to_item
 from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Transaction
 from processor.dynamodb.retry import GaveUp, full_jitter, until_processed, with_retries
@@ -184,15 +184,17 @@ class DynamoSink:
         assert metrics is not None
         slots = metrics.slots(shard_id)
         pending = dict(states)
+        stored: dict[str, ConversationState] = {}  # conversations written in stages: the state stored
         refusals: list[Refusal] = []
         merges = rounds = 0
         while pending:
-            items, sizes, deltas = {}, {}, {}
+            items, sizes, deltas, written = {}, {}, {}, {}
             for cid, state in pending.items():
-                items[cid], dropped = fitted_item(cid, state, state.version + 1, self._derive, self._retention)
+                written[cid] = state if metrics.fits(metrics.delta(state)) else self._stage(cid, state, stored)
+                items[cid], dropped = fitted_item(cid, written[cid], state.version + 1, self._derive, self._retention)
                 refusals += self._refuse([Refusal(cid, name, register, "item over DynamoDB's 400 KB limit")
                                           for name, register in dropped], on_refused)
-                sizes[cid], deltas[cid] = item_size(items[cid]), metrics.delta(state)
+                sizes[cid], deltas[cid] = item_size(items[cid]), metrics.delta_of(written[cid], state.base)
             transactions = metrics.pack(deltas, sizes, slots)
             metrics.announce(transactions, shard_id)
             outcomes = list(self._pool.map(lambda t: self._transact(t, items, deltas, shard_id), transactions))
@@ -204,11 +206,17 @@ class DynamoSink:
                     state, failure = pending[cid], failures.get(cid)
                     if failure is None:
                         state.version += 1
-                        metrics.baseline(state)
-                        del pending[cid]
+                        metrics.baseline(written[cid])
+                        state.base = written[cid].base
+                        if written[cid] is state:
+                            del pending[cid]
+                        else:  # a stage: the next round writes the next one
+                            stored[cid] = written[cid]
+                            written[cid].version = state.version
                     elif failure[0] == "ConditionalCheckFailed":
                         self.counters.add("conflicts")
                         merged = True
+                        stored.pop(cid, None)
                         if not self._adopt_stored(state, failure[1] or self._get(cid)):
                             del pending[cid]
                     elif failure[0] == "ValidationError":
@@ -226,6 +234,32 @@ class DynamoSink:
             if pending and not merged:
                 time.sleep(full_jitter(rounds, 0.05, 2.0))  # cancelled by contention or throttling
         return refusals
+
+    def _stage(self, cid: str, state: ConversationState, stored: dict[str, ConversationState]) -> ConversationState:
+        """A state between the stored one and `state` whose metric delta fits one transaction (I12):
+        the stored state joined with the new sessions of as many participants as fit, in participant
+        order, then the other fields. Every stage is a state the conversation really passes through
+        (nothing stored is taken away), with the stored event keys, so a new owner that finds a stage
+        replays the events it lacks. One participant moves at most 16 cells: each stage progresses."""
+        metrics = self._metrics
+        assert metrics is not None
+        if cid not in stored:
+            item = self._get(cid)
+            stored[cid] = from_item(item)[1] if item is not None else ConversationState()
+            if stored[cid].version != state.version:  # written meanwhile (or expired): join it first
+                self._adopt_stored(state, item)
+        stage = ConversationState(dict(stored[cid].registers), list(stored[cid].recent_keys), state.version)
+        news = [name for name, register in state.registers.items() if stage.registers.get(name) != register]
+        groups: dict[str, list[str]] = {}
+        for name in news:
+            groups.setdefault(participant_of(name) if is_session(name) else "~other", []).append(name)
+        for group in sorted(groups, key=lambda key: (key == "~other", key)):
+            trial = ConversationState({**stage.registers, **{name: state.registers[name] for name in groups[group]}},
+                                      stage.recent_keys, stage.version)
+            if not metrics.fits(metrics.delta_of(trial, state.base)):
+                break
+            stage = trial
+        return stage
 
     def _transact(self, transaction: Transaction, items: Mapping[str, dict[str, Any]],
                   deltas: Mapping[str, Any], shard_id: str) -> dict[str, tuple[str, Any]]:

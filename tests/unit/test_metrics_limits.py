@@ -16,6 +16,7 @@ from processor.engine import FlushPolicy, ShardEngine
 from processor.limits import MAX_SESSION_PARTICIPANTS
 from processor.store import ShardStore
 from tests.conftest import detail_event, records
+from tests.metrics_oracle import expected_rows
 from tests.twins import Faults, MemoryDynamoDB, client_error
 
 pytestmark = pytest.mark.usefixtures("no_backoff")
@@ -42,21 +43,62 @@ def agent_segment(cid: str, n: int) -> list[dict]:
                          wrapupDurationMs=5_000)]
 
 
-def test_sessions_beyond_the_participant_limit_are_dead_lettered_and_the_rest_is_exact(tmp_path):
-    """25 participants, 6 cells each, in one flush: one transaction could not hold the delta. The
-    first 16 participants count, the others' sessions are dead-lettered, and the stored metrics
-    equal the stored conversation's contribution (I12)."""
+def test_a_delta_too_big_for_one_transaction_is_written_in_stages_and_stays_exact(tmp_path):
+    """30 participants, 6 cells each, in one flush: no transaction holds the delta (100 actions).
+    The conversation is written in stages, each a state it really passes through with a delta that
+    fits, and the metrics equal the independent oracle's (I12)."""
     client = MemoryDynamoDB()
     shard = engine(client, tmp_path)
-    events = [event for n in range(25) for event in agent_segment("big", n)]
+    events = [event for n in range(30) for event in agent_segment("big", n)]
+    shard.process(records(events))
+    shard.flush(final=True)
+    _, state = from_item(client.items("conversations")["big"])
+    assert len(participants(state.registers)) == 30 and state.version >= 2  # stages: several versions
+    assert MetricsReader(client, "conversation-metrics", 30).rows() == expected_rows(events)
+
+
+def test_sessions_beyond_the_participant_limit_are_dead_lettered_and_the_rest_is_exact(tmp_path):
+    """Sessions are bookkeeping no size limit trims: a conversation keeps those of 64 participants;
+    the others' are dead-lettered, and the stored metrics equal the stored conversation's
+    contribution (I12)."""
+    client = MemoryDynamoDB()
+    shard = engine(client, tmp_path)
+    events = [event for n in range(MAX_SESSION_PARTICIPANTS + 3) for event in agent_segment("big", n)]
     shard.process(records(events))
     shard.flush(final=True)
     _, state = from_item(client.items("conversations")["big"])
     assert len(participants(state.registers)) == MAX_SESSION_PARTICIPANTS
-    assert shard.counters.refused_fields == (25 - MAX_SESSION_PARTICIPANTS) * 5
+    assert shard.counters.refused_fields == 3 * 5
     rows = MetricsReader(client, "conversation-metrics", 30).rows()
     expected = rows_of([contribution(state.registers, Settings().analytics)])
     assert rows == expected and len(rows) == MAX_SESSION_PARTICIPANTS * 6
+
+
+def test_ids_too_long_for_a_metrics_key_and_absurd_durations_are_dead_lettered_not_poison(tmp_path):
+    client = MemoryDynamoDB()
+    shard = engine(client, tmp_path)
+    events = [detail_event("c1", "acd.start", 0, participantId="a", queueId="q" * 2100),
+              detail_event("c1", "user.end", HOUR, participantId="b", queueId="q1", userId="u1",
+                           interactingDurationMs=10 ** 17, heldDurationMs=0, disconnectType="PEER"),
+              detail_event("c1", "acd.start", 0, participantId="c", queueId="q2")]
+    shard.process(records(events))
+    shard.flush(final=True)
+    assert shard.counters.refused_fields == 2
+    assert [row["queueId"] for row in MetricsReader(client, "conversation-metrics", 30).rows()
+            if row["kind"] == "queue"] == ["q2"]
+
+
+def test_a_metrics_table_of_another_interval_width_is_refused_clearly(tmp_path):
+    client = MemoryDynamoDB()
+    first = engine(client, tmp_path / "a")
+    first.process(records(agent_segment("c1", 0)))
+    first.flush(final=True)
+    settings, adapter = Settings(interval_minutes=5), GenesysAdapter()
+    other = ShardEngine("shardId-000000000000", adapter, ShardStore(str(tmp_path / "b")),
+                        settings.build_sink(client, adapter), JsonlDeadLetters(str(tmp_path / "dead.jsonl")))
+    other.process(records(agent_segment("c2", 1)))
+    with pytest.raises(ValueError, match="another width than interval_minutes = 5"):
+        other.flush(final=True)
 
 
 def test_a_transaction_refused_as_a_whole_with_no_field_to_blame_fails_loudly(tmp_path):
