@@ -7,8 +7,9 @@ One partition key per (cell, shard, writer, slot), no sort key:
   `slot` numbers the transactions of one flush that touch the cell, so each key is written at most
   once per flush of one shard, whatever one queue's event rate, and only ever by one worker;
 - directory `d|<interval>|<shard>|<bucket>` (`d|gauge|<shard>|<bucket>`): the partials a shard
-  created for an interval, spread over 32 buckets by a hash of the cell (an item holds 400 KB: some
-  4,000 partials of UUID-named cells each, 130,000 an interval and shard), a string set ADDed before the transactions that create them (a listed
+  created for an interval, spread over 8 buckets by a hash of the cell (an item holds 400 KB: some
+  4,000 partials of UUID-named cells each, 32,000 an interval and shard; each bucket a flush touches
+  is one more write, so more buckets cost small flushes dearly), a string set ADDed before the transactions that create them (a listed
   partial that a crash never created reads as zero);
 - shard days `s|<shard>`: the days (UTC) a shard has directories for, the interval width they
   were written with (a reader with another width would miss intervals: it is refused);
@@ -30,7 +31,7 @@ PARTS, DAYS, SHARDS, INTERVALS, WIDTH, EPOCH = "parts", "days", "shards", "inter
 #: writer names per shard, reused cyclically: consecutive owners never share one
 WRITERS = 4
 REGISTRY_BUCKETS = 16
-DIRECTORY_BUCKETS = 32
+DIRECTORY_BUCKETS = 8
 _KIND_LETTER = {QUEUE: "q", AGENT: "a", GAUGE: "g"}
 #: the attribute naming a cell's owner, by kind
 OWNER_NAME = {QUEUE: "queueId", AGENT: "userId", GAUGE: "queueId"}
