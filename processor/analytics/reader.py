@@ -27,8 +27,17 @@ class MetricsReader:
     def rows(self, intervals: Iterable[str] | None = None, gauges: bool = True) -> list[dict[str, Any]]:
         """The cells of these intervals (None: every interval), and the gauges, one row each in the
         `--export-metrics` form: every metric of its kind present, cells all zero left out."""
-        wanted = None if intervals is None else set(intervals)
+        return self._rows(self._days(), intervals, gauges)
+
+    def newest(self, count: int) -> tuple[list[str], list[dict[str, Any]]]:
+        """The `count` newest intervals that have metrics listed (oldest first) and their rows with
+        the gauges: what `processor queues` shows, the shards read once."""
         days = self._days()
+        intervals = sorted(self._newest_intervals(days, count))
+        return intervals, self._rows(days, intervals, gauges=True)
+
+    def _rows(self, days: dict[str, set[str]], intervals: Iterable[str] | None, gauges: bool) -> list[dict[str, Any]]:
+        wanted = None if intervals is None else set(intervals)
         listed = self._intervals(days, None if wanted is None else {interval[:10] for interval in wanted})
         keys = [key for shard, shard_intervals in listed.items() for interval in sorted(shard_intervals)
                 if wanted is None or interval in wanted for key in layout.directory_keys(interval, shard)]
@@ -40,7 +49,9 @@ class MetricsReader:
     def newest_intervals(self, count: int) -> list[str]:
         """The `count` newest intervals that have metrics listed, newest first (stream time, not the
         clock); reads only the newest days' interval lists."""
-        days = self._days()
+        return self._newest_intervals(self._days(), count)
+
+    def _newest_intervals(self, days: dict[str, set[str]], count: int) -> list[str]:
         found: set[str] = set()
         for day in sorted({day for shard_days in days.values() for day in shard_days}, reverse=True):
             found |= {interval for shard_intervals in self._intervals(days, {day}).values() for interval in shard_intervals}

@@ -21,6 +21,8 @@ from rich.console import Console, Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 
+from processor.adapters import parse_time_ms
+from processor.analytics.contribution import AnalyticsSettings, interval_text
 from processor.analytics.ratios import queue_totals
 from processor.analytics.reader import MetricsReader
 from processor.config import load_settings
@@ -126,24 +128,15 @@ class View:
 def aligned_interval(text: str, interval_minutes: int) -> str:
     """The interval starting at `text` (ISO 8601; UTC unless it says otherwise) in the metrics' own
     form, `2026-11-20T08:30:00Z`; refused unless it is the start of an interval."""
-    example = "e.g. 2026-11-20T08:30:00Z"
-    try:
-        if len(text) <= 10:
-            raise ValueError
-        moment = datetime.fromisoformat(text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text)
-    except ValueError:
-        raise ValueError(f"--interval {text!r} is not a time: give the interval's start in UTC, {example}") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    moment = moment.astimezone(timezone.utc)
-    width = interval_minutes * 60
-    seconds = int(moment.timestamp())
-    if moment.microsecond or seconds % width:
-        start = datetime.fromtimestamp(seconds - seconds % width, tz=timezone.utc)
+    millis = parse_time_ms(text) if len(text) > 10 else None  # a date alone is no interval's start
+    if millis is None:
+        raise ValueError(f"--interval {text!r} is not a time: give the interval's start in UTC, "
+                         "e.g. 2026-11-20T08:30:00Z")
+    start = AnalyticsSettings(interval_minutes).interval_of(millis)
+    if millis != start:
         raise ValueError(f"--interval {text} is not the start of a {interval_minutes}-minute interval (intervals "
-                         f"are aligned to the epoch, UTC): the interval holding it starts at "
-                         f"{start:%Y-%m-%dT%H:%M:%SZ}")
-    return f"{moment:%Y-%m-%dT%H:%M:%SZ}"
+                         f"are aligned to the epoch, UTC): the interval holding it starts at {interval_text(start)}")
+    return interval_text(millis)
 
 
 def read_view(reader: MetricsReader, table: str, interval: str | None, last: int) -> View:
@@ -157,8 +150,7 @@ def read_view(reader: MetricsReader, table: str, interval: str | None, last: int
             return View([interval], empty=f"no metrics yet in table {table}")
         return View([interval], empty=f"no metrics for interval {interval} in table {table} (the newest interval "
                     f"with metrics: {newest[0]})")
-    intervals = sorted(reader.newest_intervals(last))
-    rows = reader.rows(intervals)  # no intervals: the gauges alone, if any
+    intervals, rows = reader.newest(last)  # no intervals: the gauges alone, if any
     if rows:
         return View(intervals, rows)
     if not intervals:

@@ -10,11 +10,11 @@ directory lists each partial before a transaction can create it.
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Iterable, Mapping
 
 from botocore.exceptions import ClientError
-from datetime import datetime, timezone
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping
 
 from processor.analytics import layout
 from processor.analytics.contribution import AnalyticsSettings, Cell, Contribution, contribution, delta, metrics_of

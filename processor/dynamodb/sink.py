@@ -190,11 +190,15 @@ class DynamoSink:
         while pending:
             items, sizes, deltas, written = {}, {}, {}, {}
             for cid, state in pending.items():
-                written[cid] = state if metrics.fits(metrics.delta(state)) else self._stage(cid, state, stored)
+                change = metrics.delta(state)
+                written[cid] = state if metrics.fits(change) else self._stage(cid, state, stored)
                 items[cid], dropped = fitted_item(cid, written[cid], state.version + 1, self._derive, self._retention)
                 refusals += self._refuse([Refusal(cid, name, register, "item over DynamoDB's 400 KB limit")
                                           for name, register in dropped], on_refused)
-                sizes[cid], deltas[cid] = item_size(items[cid]), metrics.delta_of(written[cid], state.base)
+                sizes[cid] = item_size(items[cid])
+                # a stage, or a field given way to the size limit, has a delta of its own
+                fitted_as_is = written[cid] is state and not dropped
+                deltas[cid] = change if fitted_as_is else metrics.delta_of(written[cid], state.base)
             transactions = metrics.pack(deltas, sizes, slots)
             metrics.announce(transactions, shard_id)
             outcomes = list(self._pool.map(lambda t: self._transact(t, items, deltas, shard_id), transactions))
@@ -266,11 +270,8 @@ class DynamoSink:
         """Run one transaction; the conversations it did not write, with the reason and, for a
         failed condition, the stored item. Empty: all written."""
         assert self._metrics is not None
-        puts = [{"Put": {"TableName": self._table, "Item": items[cid],
-                         "ConditionExpression": "attribute_not_exists(#id) OR #v = :expected",
-                         "ExpressionAttributeNames": {"#id": KEY, "#v": VERSION},
-                         "ExpressionAttributeValues": {":expected": {"N": str(int(items[cid][VERSION]["N"]) - 1)}},
-                         "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}} for cid in transaction.conversations]
+        puts = [{"Put": self._versioned_put(items[cid], int(items[cid][VERSION]["N"]) - 1)}
+                for cid in transaction.conversations]
         try:
             self.counters.add("transactions")
             self._call(self._client.transact_write_items, counter="writes",
@@ -302,11 +303,15 @@ class DynamoSink:
         return refusals
 
     def _put(self, item: dict[str, Any], expected_version: int) -> None:
-        self._call(self._client.put_item, counter="writes", TableName=self._table, Item=item,
-                   ConditionExpression="attribute_not_exists(#id) OR #v = :expected",
-                   ExpressionAttributeNames={"#id": KEY, "#v": VERSION},
-                   ExpressionAttributeValues={":expected": {"N": str(expected_version)}},
-                   ReturnValuesOnConditionCheckFailure="ALL_OLD")
+        self._call(self._client.put_item, counter="writes", **self._versioned_put(item, expected_version))
+
+    def _versioned_put(self, item: dict[str, Any], expected_version: int) -> dict[str, Any]:
+        """A Put of `item` conditional on the stored version (I5), alone or in a transaction."""
+        return {"TableName": self._table, "Item": item,
+                "ConditionExpression": "attribute_not_exists(#id) OR #v = :expected",
+                "ExpressionAttributeNames": {"#id": KEY, "#v": VERSION},
+                "ExpressionAttributeValues": {":expected": {"N": str(expected_version)}},
+                "ReturnValuesOnConditionCheckFailure": "ALL_OLD"}
 
     def _acceptable(self, item: dict[str, Any]) -> bool:
         """Whether DynamoDB accepts `item`, without writing it: a put whose condition never holds
@@ -337,7 +342,8 @@ class DynamoSink:
         Probes, which write nothing: the item with no projected value must pass (else the table
         itself refuses our items: a loud error, not silent loss); then each value is put back,
         largest first, and kept only if the item still passes."""
-        values = sorted((name for name, reg in state.registers.items() if reg.value is not None and not is_session(name)),
+        values = sorted((name for name, reg in state.registers.items()
+                         if reg.value is not None and not is_session(name)),
                         key=lambda name: (-len(canonical(state.registers[name].value)), name))
         trial = ConversationState(dict(state.registers), state.recent_keys, state.version)
         for name in values:

@@ -202,6 +202,10 @@ class FakeReader:
     def newest_intervals(self, count):
         return sorted(self.by_interval, reverse=True)[:count]
 
+    def newest(self, count):
+        intervals = sorted(self.newest_intervals(count))
+        return intervals, self.rows(intervals)
+
 
 def test_the_default_view_is_the_newest_interval_with_metrics():
     reader = FakeReader({I1: ROWS[:1], I2: ROWS[1:3]}, ROWS[5:])
