@@ -10,7 +10,8 @@ digits, to 2**64 - 1), or an integer orjson cannot write.
 from __future__ import annotations
 
 import json
-from typing import Any
+import struct
+from typing import Any, Sequence
 
 import orjson
 
@@ -37,3 +38,13 @@ def dumps(value: Any, sort_keys: bool = False) -> bytes:
             raise
         return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
+
+
+def pack_keys(keys: Sequence[int]) -> bytes:
+    """64-bit event keys as 8 big-endian bytes each: a fixed size, and no digits to parse."""
+    return struct.pack(f">{len(keys)}Q", *keys)
+
+
+def unpack_keys(data: bytes) -> list[int]:
+    """The keys `pack_keys` packed (a trailing partial key is ignored, as a truncated value would be)."""
+    return list(struct.unpack_from(f">{len(data) // 8}Q", data))

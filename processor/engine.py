@@ -23,19 +23,18 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 from processor import codec
 from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
 from processor.decode import decode
-from processor.analytics.sessions import is_session, participant_of
+from processor.analytics.sessions import PREFIX as SESSION_PREFIX, is_session, participant_of
 from processor.limits import (MAX_SESSION_PARTICIPANTS, Unstorable, check_event_time, check_partition_key,
-                              check_session, storable)
+                              check_session, plainly_storable, storable)
 from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
 from processor.reduce import ConversationState, Outcome, apply
 
-_INT64 = 2 ** 63
 from processor.dynamodb.sink import Sink
 from processor.store import Held, ShardStore
 
@@ -167,9 +166,7 @@ class ShardEngine:
         """`event` with its values as DynamoDB stores them (the event itself, in the common case)."""
         time_ms = event.time_ms
         for stamp, value in event.sets.values():  # the common case first: plain values at the event's time
-            kind = value.__class__
-            if (stamp != time_ms and stamp != -time_ms) or not (
-                    kind is str or kind is bool or value is None or (kind is int and -_INT64 <= value < _INT64)):
+            if (stamp != time_ms and stamp != -time_ms) or not plainly_storable(value):
                 break
         else:
             return event
@@ -199,16 +196,14 @@ class ShardEngine:
         """`event` without a session the metrics cannot keep (dead-lettered, I15): ids too long for a
         metrics key, numbers beyond what sums may reach, a participant beyond
         `MAX_SESSION_PARTICIPANTS` (sessions are bookkeeping no size limit trims)."""
-        name = next((name for name in event.sets if is_session(name)), None)
-        if name is None:
+        for name in event.sets:
+            if name[:1] == SESSION_PREFIX:
+                break
+        else:
             return event
         reason = check_session(event.sets[name].value)
-        registers = self._touched[event.conversation_id].registers
-        if reason is None and name not in registers:
-            participant = participant_of(name)
-            known = {participant_of(other) for other in registers if is_session(other)}
-            if participant not in known and len(known) >= MAX_SESSION_PARTICIPANTS:
-                reason = f"sessions of more than {MAX_SESSION_PARTICIPANTS} participants"
+        if reason is None and not _admits_participant(self._touched[event.conversation_id].registers, name):
+            reason = f"sessions of more than {MAX_SESSION_PARTICIPANTS} participants"
         if reason is None:
             return event
         self._refuse_field(record, event.conversation_id, name, f"{reason}: left out of the metrics")
@@ -305,6 +300,17 @@ class ShardEngine:
 
     def close(self) -> None:
         self._store.close()
+
+
+def _admits_participant(registers: Mapping[str, Register], name: str) -> bool:
+    """Whether a conversation holding `registers` may keep the session register `name`: one of a
+    known participant, or of a new one while fewer than `MAX_SESSION_PARTICIPANTS` are known (a
+    participant has at least one register, so fewer registers than that settle it at once)."""
+    if len(registers) < MAX_SESSION_PARTICIPANTS or name in registers:
+        return True
+    participant = participant_of(name)
+    known = {participant_of(other) for other in registers if is_session(other)}
+    return participant in known or len(known) < MAX_SESSION_PARTICIPANTS
 
 
 def _as_int(sequence: str | None) -> int | None:

@@ -78,6 +78,24 @@ def storable(value: Any, depth: int = 1) -> Any:
     raise Unstorable(f"a {kind.__name__} is not a DynamoDB value")
 
 
+def plainly_storable(value: Any) -> bool:
+    """True when `storable(value)` is `value` itself, decided cheaply for the shapes most events
+    carry (a string, a flag, a 64-bit integer, a list of those, such as a session); False means
+    "ask `storable`", not "unstorable"."""
+    kind = value.__class__
+    if kind is str or kind is bool or value is None:
+        return True
+    if kind is int:
+        return -_INT64 <= value < _INT64
+    if kind is list:
+        for item in value:
+            kind = item.__class__
+            if not (kind is str or kind is bool or item is None or (kind is int and -_INT64 <= item < _INT64)):
+                return False
+        return True
+    return False
+
+
 def _storable_dict(value: dict, depth: int) -> dict:
     copy: dict | None = None
     for key, item in value.items():
@@ -113,7 +131,7 @@ def _storable_float(number: float) -> int | float:
 
 def check_partition_key(key: str) -> str | None:
     """Why DynamoDB would refuse `key` as a partition key value, or None."""
-    if len(key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
+    if len(key) * 4 > MAX_PARTITION_KEY_BYTES and len(key.encode("utf-8")) > MAX_PARTITION_KEY_BYTES:
         return f"conversation id longer than {MAX_PARTITION_KEY_BYTES} bytes"
     return None
 

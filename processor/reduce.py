@@ -97,7 +97,7 @@ def _join_into(state: ConversationState, sets: Mapping[str, Register]) -> Join:
         if current is None:
             registers[name] = incoming
             result = Join.CHANGE
-        elif wins(incoming, current):
+        elif incoming.stamp > current.stamp or (incoming.stamp == current.stamp and wins(incoming, current)):
             if not same_value(incoming.value, current.value):
                 result = Join.CHANGE
             elif result is Join.NOTHING:

@@ -9,6 +9,7 @@ DynamoDB if it ever shows up again (I6), so expiry is always safe.
 """
 from __future__ import annotations
 
+import base64
 import os
 import re
 import time
@@ -29,10 +30,15 @@ _SEQUENCE = b"m:sequence"
 _HELD = b"m:held"
 _FORMAT = b"m:format"
 
-#: the layout of the values: (version, recent keys, {field: (stamp, value)}) as exact JSON. Stores
-#: written before formats were recorded have this layout too. Another format is refused with
-#: `StoreFormatError`; the state is a cache of DynamoDB, so the KCL child rebuilds it (I6).
-FORMAT = 1
+#: the layout of the values: [version, recent keys, {field: [stamp, value]}] as exact JSON, where
+#: format 2 writes the recent keys as base64 of 8 bytes each (`codec.pack_keys`) and format 1 wrote
+#: them as numbers. Twenty-digit keys made every format-1 value take the slow exact JSON path; a
+#: format-2 store still reads format-1 values (the type of the keys tells them apart), so an
+#: upgrade rewrites each state when it next changes, with no migration pass. A store of another
+#: format is refused with `StoreFormatError`; the state is a cache of DynamoDB, so the KCL child
+#: rebuilds it (I6). Stores written before formats were recorded are format 1.
+FORMAT = 2
+READABLE_FORMATS = frozenset({1, 2})
 
 
 class StoreFormatError(RuntimeError):
@@ -42,16 +48,21 @@ class StoreFormatError(RuntimeError):
 #: (None: before the shard's first record), epoch seconds since when it is held)
 Held = dict[str, tuple[str | None, float]]
 
+_register = Register._make
+
 
 def encode_state(state: ConversationState) -> bytes:
     registers = {name: (reg.stamp, reg.value) for name, reg in state.registers.items()}
-    return codec.dumps((state.version, state.recent_keys, registers))
+    keys = base64.b64encode(codec.pack_keys(state.recent_keys)).decode("ascii")
+    return codec.dumps((state.version, keys, registers))
 
 
 def decode_state(data: bytes) -> ConversationState:
+    """A state in format 2, or in format 1 (keys as numbers)."""
     version, keys, registers = codec.loads(data)
-    return ConversationState({name: Register(stamp, value) for name, (stamp, value) in registers.items()},
-                             keys, version)
+    if keys.__class__ is str:
+        keys = codec.unpack_keys(base64.b64decode(keys))
+    return ConversationState({name: _register(pair) for name, pair in registers.items()}, keys, version)
 
 
 def shard_directory(root: str, shard_id: str) -> str:
@@ -92,12 +103,16 @@ class ShardStore:
             return cls(path, retention_seconds, lock_wait_seconds=lock_wait_seconds)
 
     def _check_format(self) -> None:
+        """Refuse a format this processor cannot read; a writable open marks the store as this
+        format (older processors then refuse it instead of misreading format-2 values)."""
         found = self._value(self._db.get(_FORMAT))
-        if found is not None and found != str(FORMAT).encode("ascii"):
+        readable = {str(number).encode("ascii") for number in READABLE_FORMATS}
+        if found is not None and found not in readable:
             raise StoreFormatError(f"the state in {self.path} has format {found.decode('ascii', 'replace')}; this "
-                                   f"processor reads format {FORMAT}: remove the directory (the state is rebuilt "
-                                   "from DynamoDB) or run the version that wrote it")
-        if found is None and not self._read_only:
+                                   f"processor reads formats {', '.join(map(str, sorted(READABLE_FORMATS)))}: "
+                                   "remove the directory (the state is rebuilt from DynamoDB) or run the version "
+                                   "that wrote it")
+        if found != str(FORMAT).encode("ascii") and not self._read_only:
             self._db.put(_FORMAT, str(FORMAT).encode("ascii"))
 
     def _open_when_free(self, wait_seconds: float) -> Rdict:

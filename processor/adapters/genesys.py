@@ -21,13 +21,17 @@ _DETAIL = re.compile(r"^v2\.detail\.events\.conversation\.([^.]+)\.(.+)$")
 _SNAPSHOT = re.compile(r"^v2\.(?:users|routing\.queues)\.([^.]+)\.conversations$")
 
 #: which projection attribute each detail subtopic sets, and from which body field
-_DETAIL_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
+_SUBTOPIC_FIELDS: dict[str, tuple[tuple[str, str], ...]] = {
     "acd.start": (("queueId", "queueId"),),
     "acd.end": (("acdOutcome", "acdOutcome"),),
     "user.start": (("agentUserId", "userId"),),
     "acw": (("wrapupCode", "wrapupCode"),),
     "attributes": (("attributes", "attributes"),),
 }
+
+#: what every detail event sets (when present), then its subtopic's own fields
+_COMMON_FIELDS = (("mediaType", "mediaType"), ("direction", "direction"))
+_DETAIL_FIELDS = {subtopic: _COMMON_FIELDS + own for subtopic, own in _SUBTOPIC_FIELDS.items()}
 
 #: snapshot media lists and the media type they mean
 _MEDIA = {
@@ -109,12 +113,9 @@ class GenesysAdapter:
         conversation_id = require_conversation_id(body.get("conversationId"), "detail.eventBody.conversationId")
         time_ms = _event_time(body.get("eventTime"), detail, envelope)
         sets: dict[str, Register] = {"startTime": Register(-time_ms, time_ms)}
-        for name in ("mediaType", "direction"):
-            if body.get(name) is not None:
-                sets[name] = Register(time_ms, body[name])
-        for name, source in _DETAIL_FIELDS.get(subtopic, ()):
-            if body.get(source) is not None:
-                sets[name] = Register(time_ms, body[source])
+        for name, source in _DETAIL_FIELDS.get(subtopic, _COMMON_FIELDS):
+            if (value := body.get(source)) is not None:
+                sets[name] = Register(time_ms, value)
         if subtopic == "customer.end":
             sets["ended"] = Register(time_ms, True)
             sets["endTime"] = Register(time_ms, time_ms)

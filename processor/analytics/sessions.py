@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+from functools import lru_cache
 from typing import Any, Mapping
 
 from processor.model import Register
@@ -37,6 +38,7 @@ def is_session(name: str) -> bool:
     return name.startswith(PREFIX)
 
 
+@lru_cache(maxsize=8192)  # a participant's five kinds of event arrive close together
 def participant_key(participant_id: str) -> str:
     """8 characters for a participant id (48 bits: a conversation has a handful of participants)."""
     digest = hashlib.blake2b(participant_id.encode("utf-8"), digest_size=6).digest()
@@ -49,15 +51,18 @@ def session_register(subtopic: str, body: Mapping[str, Any], time_ms: int) -> tu
     participant = body.get("participantId")
     if kind is None or not isinstance(participant, str) or not participant:
         return None
-    value = [time_ms, *(_plain(body.get(name)) for name in FIELDS[kind])]
+    value = [time_ms, *[_plain(body.get(name)) for name in FIELDS[kind]]]
     return f"{PREFIX}{participant_key(participant)}.{kind}", Register(time_ms, value)
 
 
 def _plain(value: Any) -> Any:
     """Strings and whole numbers as they are; anything else as None (metrics read only these)."""
-    if isinstance(value, bool):
+    kind = value.__class__
+    if kind is str or kind is int:
+        return value
+    if kind is bool:
         return None
-    if isinstance(value, (str, int)):
+    if isinstance(value, (str, int)):  # subclasses, which decoded JSON does not make
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)

@@ -25,6 +25,7 @@ from processor.cli import daemon, operate, queues, replay
 from processor.daemon import DaemonError
 from processor.dynamodb.retry import GaveUp
 from processor.operate import OperateError
+from processor.runtime import tune_gc
 from processor.store import StoreFormatError
 
 #: command groups of a development checkout: module -> the commands it adds
@@ -41,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     logging.basicConfig(level=os.environ.get("PROCESSOR_LOG_LEVEL", "INFO"), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tune_gc()
     try:
         return args.run(args)
     except USER_ERRORS as error:

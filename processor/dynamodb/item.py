@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Mapping
 
+from processor import codec
 from processor.analytics.sessions import PREFIX as SESSION_PREFIX, is_session
 from processor.limits import ITEM_BUDGET_BYTES, oversized_fields
 from processor.model import Register
@@ -54,7 +55,7 @@ def to_item(conversation_id: str, state: ConversationState, version: int, derive
     sessions = {name[len(SESSION_PREFIX):]: reg.value for name, reg in state.registers.items() if is_session(name)}
     if sessions:
         attributes[SESSIONS] = sessions
-    attributes[KEYS] = b"".join(key.to_bytes(8, "big") for key in state.recent_keys[-KEY_WINDOW:])
+    attributes[KEYS] = codec.pack_keys(state.recent_keys[-KEY_WINDOW:])
     expires = retention.expires_at(state) if retention is not None else None
     if expires is not None:
         attributes[TTL] = expires
@@ -83,8 +84,7 @@ def from_item(item: Mapping[str, Any]) -> tuple[str, ConversationState]:
     for name, value in (plain.get(SESSIONS) or {}).items():
         if isinstance(value, list) and value and isinstance(value[0], int):
             registers[SESSION_PREFIX + name] = Register(value[0], value)
-    raw_keys = item.get(KEYS, {}).get("B", b"")
-    keys = [int.from_bytes(raw_keys[i:i + 8], "big") for i in range(0, len(raw_keys), 8)]
+    keys = codec.unpack_keys(item.get(KEYS, {}).get("B", b""))
     return plain[KEY], ConversationState(registers, keys, int(plain.get(VERSION, 0)))
 
 

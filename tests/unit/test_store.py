@@ -3,6 +3,7 @@ import time
 
 import pytest
 
+from processor import codec
 from processor.model import Register
 from processor.reduce import ConversationState
 from processor.store import ShardStore, decode_state, encode_state, shard_directory
@@ -82,17 +83,51 @@ def test_a_store_still_held_by_a_closing_process_is_waited_for(tmp_path):
 
 
 def test_a_store_records_its_format_and_refuses_another_with_a_clear_error(tmp_path):
-    from processor.store import FORMAT, StoreFormatError
+    from processor.store import StoreFormatError
 
     store = ShardStore(str(tmp_path / "s"))
     store.commit({}, "7")
-    store._db.put(b"m:format", b"2")  # as a future version would leave it
+    store._db.put(b"m:format", b"3")  # as a future version would leave it
     store.close()
-    with pytest.raises(StoreFormatError, match=f"format 2; this processor reads format {FORMAT}"):
+    with pytest.raises(StoreFormatError, match="format 3; this processor reads formats 1, 2"):
         ShardStore(str(tmp_path / "s"))
     rebuilt = ShardStore.rebuilt_if_foreign(str(tmp_path / "s"), None)  # what the KCL child does: a cache
     assert rebuilt.last_sequence is None
     rebuilt.close()
+
+
+def format_1_value(state: ConversationState) -> bytes:
+    """A state as format 1 wrote it: the recent keys as JSON numbers (twenty digits for most)."""
+    registers = {name: [reg.stamp, reg.value] for name, reg in state.registers.items()}
+    return codec.dumps([state.version, state.recent_keys, registers])
+
+
+def test_a_format_1_store_is_read_and_upgraded_state_by_state_as_states_change(tmp_path):
+    from processor.store import FORMAT
+
+    old, changed = state("old", 3), state("changed", 4)
+    store = ShardStore(str(tmp_path / "s"))
+    store.commit({}, "9")
+    store._db.put(b"c:old", format_1_value(old))
+    store._db.put(b"c:changed", format_1_value(changed))
+    store._db.put(b"m:format", b"1")  # a store the previous release left
+    store.close()
+
+    upgraded = ShardStore(str(tmp_path / "s"))
+    assert upgraded._db.get(b"m:format") == str(FORMAT).encode()  # older releases now refuse it
+    assert upgraded.get_many(["old", "changed"]) == {"old": old, "changed": changed}
+    upgraded.commit({"changed": changed}, "10")
+    assert upgraded._db.get(b"c:old") == format_1_value(old)  # untouched states stay as they are
+    assert upgraded._db.get(b"c:changed") == encode_state(changed) != format_1_value(changed)
+    assert upgraded.get_many(["old", "changed"]) == {"old": old, "changed": changed}
+    upgraded.close()
+
+
+def test_format_2_writes_no_number_the_fast_json_path_must_hand_over():
+    keys = [2 ** 64 - 1, 10 ** 19, 0, 12345]
+    data = encode_state(ConversationState({"f": Register(1_764_000_000_000, "v")}, keys, 2))
+    assert b"18446744073709551615" not in data and b"10000000000000000000" not in data
+    assert decode_state(data).recent_keys == keys
 
 
 def test_a_store_written_before_formats_were_recorded_is_read_as_format_1(tmp_path):

@@ -1,0 +1,248 @@
+"""Every shortcut the engine takes for speed against the general path it shortcuts (issue 12).
+
+Each fast path decides the common case cheaply and hands everything else to the general code:
+orjson before the exact JSON parser (`codec.loads`), the plain-value check before `storable`, the
+register count before the participant census, the stamp comparison before `wins`, and the store's
+packed keys before its format-1 numbers. The properties here say the two always agree; the last
+test runs whole records, poison included, through the engine both ways.
+"""
+from __future__ import annotations
+
+import json
+import random
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from processor import codec, engine as engine_module, reduce as reduce_module
+from processor.adapters.genesys import GenesysAdapter
+from processor.analytics.sessions import is_session, participant_of
+from processor.dynamodb.deadletter_table import DynamoDeadLetters
+from processor.dynamodb.sink import DynamoSink
+from processor.engine import FlushPolicy, ShardEngine, _admits_participant
+from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, plainly_storable, storable
+from processor.model import Record, Register
+from processor.reduce import ConversationState, wins
+from processor.store import ShardStore, decode_state, encode_state
+from tests.conftest import T0, detail_event
+from tests.twins import MemoryDynamoDB
+
+ODD_TEXT = st.text(st.characters(codec="utf-8", exclude_categories=("Cs",)), max_size=12) | st.sampled_from(
+    ["", "\u0000", "\u2028", "\U0001F600", "e\u0301", "\ufeff", "\"\\/"])
+NUMBERS = st.integers(min_value=-(2 ** 130), max_value=2 ** 130) | st.sampled_from(
+    [2 ** 63 - 1, 2 ** 63, -(2 ** 63), -(2 ** 63) - 1, 2 ** 64 - 1, 2 ** 64, 10 ** 18, 10 ** 19, 10 ** 38])
+SCALARS = st.none() | st.booleans() | NUMBERS | ODD_TEXT | st.floats(allow_nan=False, allow_infinity=False)
+JSON_VALUES = st.recursive(SCALARS, lambda inner: st.lists(inner, max_size=4)
+                           | st.dictionaries(ODD_TEXT, inner, max_size=4), max_leaves=12)
+
+
+def same_json(a, b) -> bool:
+    """Equal with types told apart (1, 1.0 and true are three values)."""
+    return json.dumps(a) == json.dumps(b)
+
+
+@given(JSON_VALUES, st.booleans())
+def test_codec_reads_every_document_as_the_exact_parser_does(value, ascii_only):
+    data = json.dumps(value, ensure_ascii=ascii_only).encode("utf-8")
+    assert same_json(codec.loads(data), json.loads(data))
+
+
+@given(st.lists(st.tuples(ODD_TEXT, JSON_VALUES), min_size=1, max_size=5))
+def test_duplicate_keys_resolve_alike_on_both_paths(pairs):
+    """JSON text may repeat a key; both parsers keep the last, so the fast path may not differ."""
+    data = ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs + pairs[:1]) + "}").encode()
+    assert same_json(codec.loads(data), json.loads(data))
+
+
+@given(JSON_VALUES)
+def test_codec_writes_what_it_reads(value):
+    assert same_json(codec.loads(codec.dumps(value)), value)
+
+
+@given(JSON_VALUES)
+def test_a_plainly_storable_value_is_one_storable_leaves_as_it_is(value):
+    if plainly_storable(value):
+        assert storable(value) is value
+
+
+@given(st.lists(st.none() | st.booleans() | NUMBERS | ODD_TEXT, max_size=6) | st.none() | st.booleans() | NUMBERS
+       | ODD_TEXT)
+def test_flat_values_storable_leaves_alone_are_all_recognised(value):
+    """The fast path covers what sessions and plain fields carry (else it would be no shortcut)."""
+    try:
+        unchanged = storable(value) is value
+    except Unstorable:
+        unchanged = False
+    if unchanged and all(-(2 ** 63) <= item < 2 ** 63 for item in _ints(value)):
+        assert plainly_storable(value)
+
+
+def _ints(value):
+    items = value if isinstance(value, list) else [value]
+    return [item for item in items if type(item) is int]
+
+
+REGISTER_NAMES = st.lists(st.sampled_from([f"~p{n:07d}.{kind}" for n in range(70) for kind in ("as", "ue")])
+                          | st.sampled_from(["queueId", "ended", "startTime"]), max_size=150)
+
+
+@given(REGISTER_NAMES, st.integers(0, 69), st.sampled_from(["as", "ae", "ue"]))
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_the_participant_shortcut_decides_as_the_census_does(names, participant, kind):
+    registers = {name: Register(1, None) for name in names}
+    name = f"~p{participant:07d}.{kind}"
+    known = {participant_of(other) for other in registers if is_session(other)}
+    census = name in registers or participant_of(name) in known or len(known) < MAX_SESSION_PARTICIPANTS
+    assert _admits_participant(registers, name) == census
+
+
+REGISTERS = st.builds(Register, st.integers(-3, 3), SCALARS | st.lists(SCALARS, max_size=2))
+
+
+@given(st.dictionaries(st.sampled_from("abc"), REGISTERS), st.dictionaries(st.sampled_from("abc"), REGISTERS))
+def test_joining_takes_exactly_the_registers_that_win(current, incoming):
+    state = ConversationState(dict(current))
+    reduce_module._join_into(state, incoming)
+    for name in current.keys() | incoming.keys():
+        mine, theirs = current.get(name), incoming.get(name)
+        expected = theirs if mine is None or (theirs is not None and wins(theirs, mine)) else mine
+        assert state.registers[name] == expected
+
+
+@given(st.dictionaries(ODD_TEXT, REGISTERS, max_size=5), st.lists(st.integers(0, 2 ** 64 - 1), max_size=40),
+       st.integers(0, 2 ** 40))
+def test_format_1_and_format_2_values_read_as_the_same_state(registers, keys, version):
+    state = ConversationState(registers, keys, version)
+    format_1 = codec.dumps([version, keys, {name: [r.stamp, r.value] for name, r in registers.items()}])
+    assert decode_state(format_1) == decode_state(encode_state(state)) == state
+
+
+# -- whole records through the engine, with every fast path on, then with none --------------------
+
+def general_paths(monkeypatch) -> None:
+    """Turn every shortcut off: each decision goes to the code the shortcut stands in front of."""
+    def exact_loads(data: bytes):
+        orjson.loads(data)  # what orjson refuses stays refused, as in `codec.loads`
+        return json.loads(data)
+
+    def census(registers, name):
+        known = {participant_of(other) for other in registers if is_session(other)}
+        return name in registers or participant_of(name) in known or len(known) < MAX_SESSION_PARTICIPANTS
+
+    def join_by_wins(state, sets):
+        result = reduce_module.Join.NOTHING
+        for name, incoming in sets.items():
+            current = state.registers.get(name)
+            if current is None:
+                state.registers[name], result = incoming, reduce_module.Join.CHANGE
+            elif wins(incoming, current):
+                if not reduce_module.same_value(incoming.value, current.value):
+                    result = reduce_module.Join.CHANGE
+                elif result is reduce_module.Join.NOTHING:
+                    result = reduce_module.Join.RESTAMP
+                state.registers[name] = incoming
+        return result
+
+    monkeypatch.setattr(codec, "loads", exact_loads)
+    monkeypatch.setattr(engine_module, "plainly_storable", lambda value: False)
+    monkeypatch.setattr(engine_module, "_admits_participant", census)
+    monkeypatch.setattr(reduce_module, "_join_into", join_by_wins)
+
+
+def mutations() -> list:
+    """What a record may be turned into: re-serialized, enlarged, odd, or poison."""
+    def reordered(envelope):  # a source re-emit serialized another way: keys reversed, spaces
+        def flip(value):
+            return {k: flip(value[k]) for k in reversed(list(value))} if isinstance(value, dict) else value
+        return json.dumps(flip(envelope), indent=1).encode()
+
+    def body(envelope, **fields):
+        envelope["detail"]["eventBody"].update(fields)
+        return envelope
+
+    def duplicate_key(envelope):  # the first queueId is overridden by the last
+        text = orjson.dumps(envelope).decode()
+        return text.replace('"eventBody":{', '"eventBody":{"queueId":"shadow",', 1).encode()
+
+    return [
+        lambda e: orjson.dumps(e),
+        reordered,
+        lambda e: codec.dumps(body(e, attributes={"account": 2 ** 70 + 1, "low": -(2 ** 63) - 1})),
+        lambda e: json.dumps(body(e, wrapupCode="caf\u00e9 \U0001F600 \u2028", queueId="q\u0000"),
+                             ensure_ascii=True).encode(),
+        duplicate_key,
+        lambda e: codec.dumps(body(e, wrapupCode=5.0, acdOutcome=2 ** 70, direction=1e300)),
+        lambda e: orjson.dumps(body(e, queueId="x" * 300)),  # too long for a metrics key
+        lambda e: orjson.dumps(body(e, interactingDurationMs=10 ** 16, heldDurationMs=1.5)),
+        lambda e: orjson.dumps(body(e, attributes={"deep": _nested(40)})),
+        lambda e: orjson.dumps(body(e, eventTime="not a time")),
+        lambda e: orjson.dumps(body(e, eventTime=1000)),  # 1970: a broken clock
+        lambda e: orjson.dumps(body(e, conversationId=None)),
+        lambda e: b'{"detail": ',  # truncated
+        lambda e: b"[1, 2]",
+        lambda e: b"\xff\xfe{}",
+        lambda e: orjson.dumps(e)[:-1] + b" , }",
+    ]
+
+
+def _nested(depth: int):
+    value: object = "bottom"
+    for _ in range(depth):
+        value = {"d": value}
+    return value
+
+
+SUBTOPICS = ["customer.start", "acd.start", "user.start", "user.end", "acd.end", "acw", "customer.end", "attributes"]
+
+
+def storm(seed: int, picks: list[int]) -> list[bytes]:
+    rng = random.Random(seed)
+    chosen = mutations()
+    events = []
+    for n in range(24):
+        conversation = f"c{rng.randrange(4)}"
+        subtopic = rng.choice(SUBTOPICS)
+        envelope = detail_event(conversation, subtopic, rng.randrange(0, 600_000, 1000), participantId=f"p{n % 3}",
+                                queueId=f"q{rng.randrange(2)}", userId="u1", interactingDurationMs=rng.randrange(9),
+                                attributes={"n": n})
+        events.append(chosen[picks[n % len(picks)] % len(chosen)](envelope))
+    repeats = [rng.choice(events) for _ in range(6)]
+    return events + repeats
+
+
+def run(tmp_path, name: str, lines: list[bytes]):
+    client = MemoryDynamoDB()
+    adapter = GenesysAdapter()
+    shard = ShardEngine("shardId-000000000001", adapter, ShardStore(str(tmp_path / name)),
+                        DynamoSink(client, "conversations", adapter.derive), DynamoDeadLetters(client, "dead-letters"),
+                        FlushPolicy(max_records=10 ** 6), clock=lambda: (T0 + 3_600_000) / 1000)
+    shard.process([Record(line, str(n), "pk", arrival_ms=T0 + 3_600_000) for n, line in enumerate(lines, 1)])
+    shard.flush(final=True)
+    store = shard._store
+    states = {cid: store.get(cid) for cid in ("c0", "c1", "c2", "c3")}
+    shard.close()
+    letters = {key: {name: value for name, value in letter.items() if name != "receivedAt"}  # the wall clock
+               for key, letter in client.items("dead-letters").items()}
+    return shard.counters, states, client.items("conversations"), letters
+
+
+@given(st.integers(0, 2 ** 32), st.lists(st.integers(0, 100), min_size=1, max_size=8))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_engine_with_its_shortcuts_does_what_it_does_without_them(tmp_path_factory, seed, picks):
+    lines = storm(seed, picks)
+    fast = run(tmp_path_factory.mktemp("fast"), "state", lines)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        general_paths(monkeypatch)
+        general = run(tmp_path_factory.mktemp("general"), "state", lines)
+    assert fast == general
+
+
+def test_a_re_emit_serialized_another_way_is_an_exact_repeat():
+    """The event key hashes the canonical body (DESIGN.md), so key order and spacing do not matter."""
+    envelope = detail_event("c1", "acd.start", 1000, queueId="q1", participantId="p1")
+    reordered = mutations()[1]
+    adapter = GenesysAdapter()
+    original = adapter.normalize(codec.loads(orjson.dumps(envelope)))
+    again = adapter.normalize(codec.loads(reordered(envelope)))
+    assert original.key == again.key and original.sets == again.sets
