@@ -166,7 +166,7 @@ class ShardEngine:
         """`event` with its values as DynamoDB stores them (the event itself, in the common case)."""
         time_ms = event.time_ms
         for stamp, value in event.sets.values():  # the common case first: plain values at the event's time
-            if (stamp != time_ms and stamp != -time_ms) or not plainly_storable(value):
+            if (stamp != time_ms and stamp != -time_ms) or (value.__class__ is not str and not plainly_storable(value)):
                 break
         else:
             return event

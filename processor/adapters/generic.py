@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
+from processor.analytics.sessions import PREFIX as SESSION_PREFIX
 from processor.adapters import event_key, require_conversation_id, require_time
 from processor.adapters.jsonpath import Path, compile_path
 from processor.model import ConversationEvent, Register
@@ -52,7 +53,7 @@ class GenericAdapter:
         state = settings["state"]
         if not isinstance(state, Mapping) or not state:
             raise ValueError("[adapter.state] must map at least one attribute name to a JSONPath")
-        bad = sorted(name for name in state if name in RESERVED or name.startswith("_"))
+        bad = sorted(name for name in state if name in RESERVED or name.startswith(("_", SESSION_PREFIX)))
         if bad:
             raise ValueError(f"[adapter.state] names reserved for the item: {', '.join(bad)}")
         if any(not name or len(name.encode("utf-8")) > MAX_ATTRIBUTE_NAME_BYTES for name in state):

@@ -51,7 +51,10 @@ def session_register(subtopic: str, body: Mapping[str, Any], time_ms: int) -> tu
     participant = body.get("participantId")
     if kind is None or not isinstance(participant, str) or not participant:
         return None
-    value = [time_ms, *[_plain(body.get(name)) for name in FIELDS[kind]]]
+    value = [time_ms]
+    for name in FIELDS[kind]:
+        field = body.get(name)
+        value.append(field if field.__class__ is str else _plain(field))
     return f"{PREFIX}{participant_key(participant)}.{kind}", Register(time_ms, value)
 
 

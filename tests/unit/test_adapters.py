@@ -149,6 +149,7 @@ def test_generic_adapter_keys_by_event_id_when_configured_else_by_body():
     ({**GENERIC, "state": {}}, "at least one"),
     ({**GENERIC, "state": {"version": "$.v"}}, "reserved"),
     ({**GENERIC, "state": {"_x": "$.v"}}, "reserved"),
+    ({**GENERIC, "state": {"~x": "$.v"}}, "reserved"),  # a session's prefix: it would never be projected
     ({**GENERIC, "conversation_id": "detail.id"}, "must start with"),
     ({"kind": "cxone"}, "unknown adapter kind"),
 ])
