@@ -40,7 +40,7 @@ def ledger_checks(deliveries: list[Delivery], writes: Iterable[tuple[int, list[s
         counts.leaked_duplicates += delivery.duplicate
         stale = False
         for name in names:
-            incoming = delivery.sets[name].stamp
+            incoming, _ = delivery.sets[name]
             field_key = (delivery.conversation_id, name)
             stale |= field_key in held and incoming < held[field_key]
             held[field_key] = incoming
@@ -54,7 +54,7 @@ def history_checks(puts: Iterable[Mapping[str, Any]]) -> WriteCounts:
     previous: dict[str, tuple[dict[str, int], set[int]]] = {}
     for wire_item in puts:
         conversation_id, state = from_item(_from_wire(wire_item))
-        stamps = {name: register.stamp for name, register in state.registers.items()}
+        stamps = {name: stamp for name, (stamp, _) in state.registers.items()}
         keys = set(state.recent_keys)
         before = previous.get(conversation_id)
         if before is not None:
@@ -70,16 +70,16 @@ def table_checks(truth: Truth, distinct: Iterable[Delivery], table: Mapping[str,
     mismatches = 0
     for conversation_id, state in truth.states.items():
         values = table.get(conversation_id, {})
-        if any(name not in values or not same_value(values[name], register.value)
-               for name, register in state.registers.items()):
+        if any(name not in values or not same_value(values[name], value)
+               for name, (_, value) in state.registers.items()):
             mismatches += 1
     lost = 0
     for delivery in distinct:
         values = table.get(delivery.conversation_id, {})
-        for name, register in delivery.sets.items():
+        for name, (stamp, value) in delivery.sets.items():
             winner = truth.winner(delivery.conversation_id, name)
-            if (winner is not None and winner.stamp == register.stamp and same_value(winner.value, register.value)
-                    and not (name in values and same_value(values[name], register.value))):
+            if (winner is not None and winner[0] == stamp and same_value(winner[1], value)
+                    and not (name in values and same_value(values[name], value))):
                 lost += 1
                 break
     return {"mismatches": mismatches, "lost_updates": lost}

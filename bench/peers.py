@@ -48,9 +48,9 @@ def update_fields(client: Any, table: str, delivery: Delivery, guard: Guard | No
     """UpdateItem setting the event's fields on its conversation; returns the names written."""
     names, values, clauses = {}, {}, []
     written = []
-    for i, (name, register) in enumerate(sorted(delivery.sets.items())):
-        names[f"#f{i}"], values[f":v{i}"] = name, serialize(register.value)
-        keeps_first = register.stamp < 0
+    for i, (name, (stamp, value)) in enumerate(sorted(delivery.sets.items())):
+        names[f"#f{i}"], values[f":v{i}"] = name, serialize(value)
+        keeps_first = stamp < 0
         clauses.append(f"#f{i} = if_not_exists(#f{i}, :v{i})" if keeps_first else f"#f{i} = :v{i}")
         if not keeps_first:
             written.append(name)

@@ -189,8 +189,8 @@ class ShardEngine:
             kept = storable(value)
         except Unstorable as refusal:
             self._refuse_field(record, event.conversation_id, name, refusal.reason)
-            return Register(stamp, None)
-        return register if kept is value else Register(stamp, kept)
+            return stamp, None
+        return register if kept is value else (stamp, kept)
 
     def _within_session_limit(self, record: Record, event: ConversationEvent) -> ConversationEvent:
         """`event` without a session the metrics cannot keep (dead-lettered, I15): ids too long for a
@@ -201,7 +201,7 @@ class ShardEngine:
                 break
         else:
             return event
-        reason = check_session(event.sets[name].value)
+        reason = check_session(event.sets[name][1])
         if reason is None and not _admits_participant(self._touched[event.conversation_id].registers, name):
             reason = f"sessions of more than {MAX_SESSION_PARTICIPANTS} participants"
         if reason is None:
@@ -284,9 +284,9 @@ class ShardEngine:
 
     def _dead_letter_now(self, refusals: list[Refusal]) -> None:
         """Values the sink is about to leave out of an item, made durable first (I15)."""
-        letters = [DeadLetter(f"field {r.field}: {r.reason}", codec.dumps(r.dropped.value), self.shard_id,
-                              conversation_id=r.conversation_id, field=r.field, stamp=r.dropped.stamp)
-                   for r in refusals]
+        letters = [DeadLetter(f"field {r.field}: {r.reason}", codec.dumps(value), self.shard_id,
+                              conversation_id=r.conversation_id, field=r.field, stamp=stamp)
+                   for r in refusals for stamp, value in (r.dropped,)]
         with self._refusals_lock:
             self.counters.refused_fields += len(letters)
             self._dead_letters.write_now(letters)

@@ -80,20 +80,21 @@ def storable(value: Any, depth: int = 1) -> Any:
 
 def plainly_storable(value: Any) -> bool:
     """True when `storable(value)` is `value` itself, decided cheaply for the shapes most events
-    carry (a string, a flag, a 64-bit integer, a list of those, such as a session); False means
-    "ask `storable`", not "unstorable"."""
+    carry (a string, a flag, a 64-bit integer, or a list or flat map of those: sessions,
+    attributes); False means "ask `storable`", not "unstorable"."""
+    if _plain_scalar(value):
+        return True
     kind = value.__class__
-    if kind is str or kind is bool or value is None:
-        return True
-    if kind is int:
-        return -_INT64 <= value < _INT64
     if kind is list:
-        for item in value:
-            kind = item.__class__
-            if not (kind is str or kind is bool or item is None or (kind is int and -_INT64 <= item < _INT64)):
-                return False
-        return True
+        return all(map(_plain_scalar, value))
+    if kind is dict:
+        return all(map(_plain_scalar, value.values()))
     return False
+
+
+def _plain_scalar(value: Any) -> bool:
+    kind = value.__class__
+    return kind is str or kind is bool or value is None or (kind is int and -_INT64 <= value < _INT64)
 
 
 def _storable_dict(value: dict, depth: int) -> dict:

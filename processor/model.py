@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple, Tuple
 
 
 #: longer sources of a dead letter's id are digested (a DynamoDB key holds 2,048 bytes)
@@ -22,17 +22,13 @@ class Record(NamedTuple):
     arrival_ms: int | None = None
 
 
-class Register(NamedTuple):
-    """A last-writer-wins register: the value written by the event with the highest stamp.
-
-    `stamp` is the event time in ms for ordinary fields, or its negation for fields that keep the
-    earliest value (so "max stamp wins" means "min time wins"). Ties break on the value itself,
-    which keeps the merge a deterministic join whatever the arrival order. (A NamedTuple: one is
-    built per field per event, and that is half the cost of a frozen dataclass.)
-    """
-
-    stamp: int
-    value: Any
+#: A last-writer-wins register, `(stamp, value)`: the value written by the event with the highest
+#: stamp. The stamp is the event time in ms for ordinary fields, or its negation for fields that
+#: keep the earliest value (so "max stamp wins" means "min time wins"). Ties break on the value
+#: itself, which keeps the merge a deterministic join whatever the arrival order. A plain tuple:
+#: one is built per field of every event and of every state read from RocksDB, and a NamedTuple's
+#: constructor costs several times a tuple's (read it as `stamp, value = register`).
+Register = Tuple[int, Any]
 
 
 class ConversationEvent(NamedTuple):

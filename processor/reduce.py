@@ -47,7 +47,7 @@ class ConversationState:
     def projection(self, derive: Derive | None = None) -> dict[str, Any]:
         """The attributes written to DynamoDB: register values (sessions are bookkeeping) plus
         figures derived from them."""
-        values = {name: reg.value for name, reg in self.registers.items() if not is_session(name)}
+        values = {name: value for name, (_, value) in self.registers.items() if not is_session(name)}
         if derive is not None:
             values.update(derive(values))
         return values
@@ -73,11 +73,12 @@ def same_value(a: Any, b: Any) -> bool:
 
 def wins(candidate: Register, incumbent: Register) -> bool:
     """True when `candidate` strictly beats `incumbent` in the register order."""
-    if candidate.stamp != incumbent.stamp:
-        return candidate.stamp > incumbent.stamp
-    if same_value(candidate.value, incumbent.value):
+    (stamp, value), (their_stamp, their_value) = candidate, incumbent
+    if stamp != their_stamp:
+        return stamp > their_stamp
+    if same_value(value, their_value):
         return False
-    return canonical(candidate.value) > canonical(incumbent.value)
+    return canonical(value) > canonical(their_value)
 
 
 class Join(enum.IntEnum):
@@ -97,8 +98,8 @@ def _join_into(state: ConversationState, sets: Mapping[str, Register]) -> Join:
         if current is None:
             registers[name] = incoming
             result = Join.CHANGE
-        elif incoming.stamp > current.stamp or (incoming.stamp == current.stamp and wins(incoming, current)):
-            if not same_value(incoming.value, current.value):
+        elif incoming[0] > current[0] or (incoming[0] == current[0] and wins(incoming, current)):
+            if not same_value(incoming[1], current[1]):
                 result = Join.CHANGE
             elif result is Join.NOTHING:
                 result = Join.RESTAMP
@@ -129,7 +130,7 @@ def apply(state: ConversationState, event: ConversationEvent) -> tuple[Outcome, 
     joined = _join_into(state, event.sets)
     if joined is Join.CHANGE:
         return Outcome.CHANGE, False
-    newer_seen = any(reg.stamp > event.time_ms for reg in state.registers.values())
+    newer_seen = any(stamp > event.time_ms for stamp, _ in state.registers.values())
     return (Outcome.STALE if newer_seen else Outcome.NOOP), joined is Join.RESTAMP
 
 
@@ -149,7 +150,7 @@ def adds_to(state: ConversationState, stored: ConversationState) -> bool:
     theirs = stored.registers
     for name, mine in state.registers.items():
         other = theirs.get(name)
-        if other is None or other.stamp != mine.stamp or not same_value(other.value, mine.value):
+        if other is None or other[0] != mine[0] or not same_value(other[1], mine[1]):
             return True
     return False
 
@@ -161,5 +162,5 @@ def tombstone(state: ConversationState, name: str) -> Register:
     cannot bring back an older value in its place, and local state stays equal to the item.
     """
     dropped = state.registers[name]
-    state.registers[name] = Register(dropped.stamp, None)
+    state.registers[name] = (dropped[0], None)
     return dropped

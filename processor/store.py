@@ -18,7 +18,6 @@ from typing import Callable, Iterable, Mapping
 from rocksdict import AccessType, BlockBasedOptions, Cache, Options, Rdict, WriteBatch
 
 from processor import codec
-from processor.model import Register
 from processor.reduce import ConversationState
 
 WRITE_BUFFER_BYTES = 8 * 1024 * 1024
@@ -48,13 +47,9 @@ class StoreFormatError(RuntimeError):
 #: (None: before the shard's first record), epoch seconds since when it is held)
 Held = dict[str, tuple[str | None, float]]
 
-_register = Register._make
-
-
 def encode_state(state: ConversationState) -> bytes:
-    registers = {name: (reg.stamp, reg.value) for name, reg in state.registers.items()}
     keys = base64.b64encode(codec.pack_keys(state.recent_keys)).decode("ascii")
-    return codec.dumps((state.version, keys, registers))
+    return codec.dumps((state.version, keys, state.registers))
 
 
 def decode_state(data: bytes) -> ConversationState:
@@ -62,7 +57,7 @@ def decode_state(data: bytes) -> ConversationState:
     version, keys, registers = codec.loads(data)
     if keys.__class__ is str:
         keys = codec.unpack_keys(base64.b64decode(keys))
-    return ConversationState({name: _register(pair) for name, pair in registers.items()}, keys, version)
+    return ConversationState({name: (stamp, value) for name, (stamp, value) in registers.items()}, keys, version)
 
 
 def shard_directory(root: str, shard_id: str) -> str:

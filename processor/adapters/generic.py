@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from processor.analytics.sessions import PREFIX as SESSION_PREFIX
 from processor.adapters import event_key, require_conversation_id, require_time
 from processor.adapters.jsonpath import Path, compile_path
-from processor.model import ConversationEvent, Register
+from processor.model import ConversationEvent
 
 #: attribute names the DynamoDB item reserves for itself
 RESERVED = {"conversationId", "version"}
@@ -68,7 +68,7 @@ class GenericAdapter:
         for name, path in self._state.items():
             value = path(envelope)
             if value is not None:
-                sets[name] = Register(time_ms, value)
+                sets[name] = (time_ms, value)
         return ConversationEvent(conversation_id, self._key(envelope), "generic", time_ms, sets)
 
     def _key(self, envelope: dict[str, Any]) -> int:

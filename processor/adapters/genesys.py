@@ -112,13 +112,13 @@ class GenesysAdapter:
     def _detail_event(self, subtopic: str, topic: Any, body: dict, detail: dict, envelope: dict) -> ConversationEvent:
         conversation_id = require_conversation_id(body.get("conversationId"), "detail.eventBody.conversationId")
         time_ms = _event_time(body.get("eventTime"), detail, envelope)
-        sets: dict[str, Register] = {"startTime": Register(-time_ms, time_ms)}
+        sets: dict[str, Register] = {"startTime": (-time_ms, time_ms)}
         for name, source in _DETAIL_FIELDS.get(subtopic, _COMMON_FIELDS):
             if (value := body.get(source)) is not None:
-                sets[name] = Register(time_ms, value)
+                sets[name] = (time_ms, value)
         if subtopic == "customer.end":
-            sets["ended"] = Register(time_ms, True)
-            sets["endTime"] = Register(time_ms, time_ms)
+            sets["ended"] = (time_ms, True)
+            sets["endTime"] = (time_ms, time_ms)
         session = session_register(subtopic, body, time_ms)
         if session is not None:
             sets[session[0]] = session[1]
@@ -145,20 +145,20 @@ class GenesysAdapter:
                 states[pid] = {"purpose": participant.get("purpose"),
                                "states": {m: s[-1] for m, s in media.items() if s}}
             if participant.get("purpose") == "acd" and participant.get("queueId"):
-                sets["queueId"] = Register(time_ms, participant["queueId"])
+                sets["queueId"] = (time_ms, participant["queueId"])
             if participant.get("purpose") == "agent" and participant.get("userId") and _active(media):
-                sets["agentUserId"] = Register(time_ms, participant["userId"])
-        sets["participants"] = Register(time_ms, states)
+                sets["agentUserId"] = (time_ms, participant["userId"])
+        sets["participants"] = (time_ms, states)
         if len(media_types) == 1:
-            sets["mediaType"] = Register(time_ms, media_types.pop())
+            sets["mediaType"] = (time_ms, media_types.pop())
         if times:
             start = min(times)
-            sets["startTime"] = Register(-start, start)
+            sets["startTime"] = (-start, start)
         all_states = [s for p in states.values() for s in p["states"].values()]
         ended = bool(all_states) and all(s in _DONE_STATES for s in all_states)
-        sets["ended"] = Register(time_ms, ended)
+        sets["ended"] = (time_ms, ended)
         if ended:
-            sets["endTime"] = Register(time_ms, time_ms)
+            sets["endTime"] = (time_ms, time_ms)
         return ConversationEvent(conversation_id, event_key(topic, body), "snapshot", time_ms, sets)
 
     def partition_key(self, envelope: dict[str, Any]) -> str:

@@ -64,7 +64,7 @@ def contribution(registers: Mapping[str, Register], settings: AnalyticsSettings)
     """Every cell this conversation's state adds to, with the amounts (zero cells left out)."""
     cells: dict[Cell, list[int]] = {}
     ended_register = registers.get("ended")
-    ended = ended_register is not None and ended_register.value is True
+    ended = ended_register is not None and ended_register[1] is True
 
     def add(kind: str, owner: object, media: object, interval: int | None, **amounts: int) -> None:
         if not isinstance(owner, str) or not owner:

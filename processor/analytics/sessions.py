@@ -55,7 +55,7 @@ def session_register(subtopic: str, body: Mapping[str, Any], time_ms: int) -> tu
     for name in FIELDS[kind]:
         field = body.get(name)
         value.append(field if field.__class__ is str else _plain(field))
-    return f"{PREFIX}{participant_key(participant)}.{kind}", Register(time_ms, value)
+    return f"{PREFIX}{participant_key(participant)}.{kind}", (time_ms, value)
 
 
 def _plain(value: Any) -> Any:
@@ -80,8 +80,8 @@ def participant_of(name: str) -> str:
 def participants(registers: Mapping[str, Register]) -> dict[str, dict[str, list]]:
     """The session registers grouped by participant: {participant: {kind: value}}."""
     grouped: dict[str, dict[str, list]] = {}
-    for name, register in registers.items():
-        if name.startswith(PREFIX) and isinstance(register.value, list):
+    for name, (_, value) in registers.items():
+        if name.startswith(PREFIX) and isinstance(value, list):
             participant, _, kind = name[len(PREFIX):].rpartition(".")
-            grouped.setdefault(participant, {})[kind] = register.value
+            grouped.setdefault(participant, {})[kind] = value
     return grouped

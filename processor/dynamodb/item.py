@@ -39,9 +39,9 @@ class Retention:
         """Epoch seconds when the item may expire (None: no event time known)."""
         values = state.registers
         ended, end = values.get("ended"), values.get("endTime")
-        if ended is not None and ended.value is True and end is not None and isinstance(end.value, int):
-            return end.value // 1000 + self.ended_seconds
-        last = max((abs(reg.stamp) for reg in values.values()), default=None)  # a min register's is negated
+        if ended is not None and ended[1] is True and end is not None and isinstance(end[1], int):
+            return end[1] // 1000 + self.ended_seconds
+        last = max((abs(stamp) for stamp, _ in values.values()), default=None)  # a min register's is negated
         return None if last is None else last // 1000 + self.inactive_seconds
 
 
@@ -51,8 +51,8 @@ def to_item(conversation_id: str, state: ConversationState, version: int, derive
     attributes: dict[str, Any] = dict(state.projection(derive))
     attributes[KEY] = conversation_id
     attributes[VERSION] = version
-    attributes[STAMPS] = {name: reg.stamp for name, reg in state.registers.items() if not is_session(name)}
-    sessions = {name[len(SESSION_PREFIX):]: reg.value for name, reg in state.registers.items() if is_session(name)}
+    attributes[STAMPS] = {name: stamp for name, (stamp, _) in state.registers.items() if not is_session(name)}
+    sessions = {name[len(SESSION_PREFIX):]: value for name, (_, value) in state.registers.items() if is_session(name)}
     if sessions:
         attributes[SESSIONS] = sessions
     attributes[KEYS] = codec.pack_keys(state.recent_keys[-KEY_WINDOW:])
@@ -71,7 +71,7 @@ def fitted_item(conversation_id: str, state: ConversationState, version: int, de
     if size <= ITEM_BUDGET_BYTES:
         return item, []
     sizes = {name: len(name.encode("utf-8")) + _value_size(item[name])
-             for name in state.registers if name in item and state.registers[name].value is not None}
+             for name in state.registers if name in item and state.registers[name][1] is not None}
     dropped = [(name, tombstone(state, name)) for name in oversized_fields(sizes, size - sum(sizes.values()))]
     return to_item(conversation_id, state, version, derive, retention), dropped
 
@@ -80,10 +80,10 @@ def from_item(item: Mapping[str, Any]) -> tuple[str, ConversationState]:
     """The conversation id and state a stored item holds (derived attributes are recomputed later)."""
     plain = unwrap(item)
     stamps = plain.get(STAMPS) or {}
-    registers = {name: Register(int(stamp), plain.get(name)) for name, stamp in stamps.items()}
+    registers = {name: (int(stamp), plain.get(name)) for name, stamp in stamps.items()}
     for name, value in (plain.get(SESSIONS) or {}).items():
         if isinstance(value, list) and value and isinstance(value[0], int):
-            registers[SESSION_PREFIX + name] = Register(value[0], value)
+            registers[SESSION_PREFIX + name] = (value[0], value)
     keys = codec.unpack_keys(item.get(KEYS, {}).get("B", b""))
     return plain[KEY], ConversationState(registers, keys, int(plain.get(VERSION, 0)))
 

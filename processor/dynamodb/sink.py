@@ -342,9 +342,9 @@ class DynamoSink:
         Probes, which write nothing: the item with no projected value must pass (else the table
         itself refuses our items: a loud error, not silent loss); then each value is put back,
         largest first, and kept only if the item still passes."""
-        values = sorted((name for name, reg in state.registers.items()
-                         if reg.value is not None and not is_session(name)),
-                        key=lambda name: (-len(canonical(state.registers[name].value)), name))
+        values = sorted((name for name, (_, value) in state.registers.items()
+                         if value is not None and not is_session(name)),
+                        key=lambda name: (-len(canonical(state.registers[name][1])), name))
         trial = ConversationState(dict(state.registers), state.recent_keys, state.version)
         for name in values:
             tombstone(trial, name)

@@ -10,7 +10,7 @@ from processor.dynamodb.client import ensure_table
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.dynamodb.item import Retention, item_size
 from processor.dynamodb.sink import DynamoSink
-from processor.model import DeadLetter, Register
+from processor.model import DeadLetter
 from processor.reduce import KEY_WINDOW, ConversationState
 from tests.conftest import table_items
 from tests.scenarios import Scenarios
@@ -20,7 +20,7 @@ scenarios = Scenarios()
 
 
 def state(*fields: tuple[str, int, object], keys=(1,)) -> ConversationState:
-    return ConversationState({name: Register(stamp, value) for name, stamp, value in fields}, list(keys))
+    return ConversationState({name: (stamp, value) for name, stamp, value in fields}, list(keys))
 
 
 def copy(s: ConversationState) -> ConversationState:
@@ -33,7 +33,7 @@ def the_first_write_creates_version_1_and_each_write_bumps_it(client, table, tmp
     s = state(("queueId", 10, "q1"), ("startTime", -5, 5))
     sink.write({"c1": s})
     assert s.version == 1
-    s.registers["queueId"] = Register(20, "q2")
+    s.registers["queueId"] = (20, "q2")
     sink.write({"c1": s})
     item = table_items(client, table)["c1"]
     assert item["version"] == 2 and item["queueId"] == "q2"
@@ -76,11 +76,11 @@ def a_zombie_and_the_new_owner_converge_on_the_merge_of_both(client, table, tmp_
     base = state(("queueId", 10, "q1"))
     zombie_sink.write({"c1": base})
     zombie, owner = copy(base), copy(base)
-    zombie.registers["wrapupCode"] = Register(30, "SALE")  # the zombie applied acw
-    owner.registers["queueId"] = Register(20, "q2")  # the new owner applied a transfer
+    zombie.registers["wrapupCode"] = (30, "SALE")  # the zombie applied acw
+    owner.registers["queueId"] = (20, "q2")  # the new owner applied a transfer
     owner_sink.write({"c1": owner})
     zombie_sink.write({"c1": zombie})  # fails on version, merges, retries
-    owner.registers["agentUserId"] = Register(40, "a1")
+    owner.registers["agentUserId"] = (40, "a1")
     owner_sink.write({"c1": owner})  # fails on version, merges the zombie's acw, retries
     item = table_items(client, table)["c1"]
     assert (item["queueId"], item["wrapupCode"], item["agentUserId"]) == ("q2", "SALE", "a1")
@@ -95,7 +95,7 @@ def a_stale_writer_cannot_overwrite_newer_state(client, table, tmp_path):
     sink.write({"c1": stale})
     item = table_items(client, table)["c1"]
     assert item["queueId"] == "q2" and item["version"] == 1
-    assert stale.registers["queueId"].value == "q2"  # and the stale writer learned the truth
+    assert stale.registers["queueId"][1] == "q2"  # and the stale writer learned the truth
 
 
 @scenarios.add

@@ -15,7 +15,6 @@ from processor.dynamodb.client import dynamodb_client, ensure_table, ensure_tabl
 from processor.replay import read_lines, replay
 from tests.metrics_oracle import expected_rows
 from processor.dynamodb.sink import DynamoSink
-from processor.model import Register
 from tests.conftest import table_items
 from tests.scenarios.sink import derive, scenarios, state
 
@@ -33,7 +32,7 @@ def test_throttling_is_retried_with_backoff_and_nothing_is_lost():
         states = {f"c{i}": state(("queueId", 1, f"q{i}")) for i in range(300)}
         sink.write(states)
         for s in states.values():
-            s.registers["agentUserId"] = Register(2, "a")
+            s.registers["agentUserId"] = (2, "a")
         sink.write(states)
         found = sink.read(states)
         items = table_items(client, "conversations")

@@ -13,7 +13,7 @@ genesys = GenesysAdapter()
 
 
 def values(event):
-    return {name: reg.value for name, reg in event.sets.items()}
+    return {name: reg[1] for name, reg in event.sets.items()}
 
 
 def test_customer_start_sample():

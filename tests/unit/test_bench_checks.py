@@ -12,11 +12,10 @@ from bench.workload import Delivery, truth
 from devstack.emulator.meter import write_units
 from processor.analytics.contribution import METRICS, QUEUE
 from processor.analytics.sessions import session_register
-from processor.model import Register
 
 
 def delivery(index: int, stamp: int, value: str, duplicate: bool = False, key: int | None = None) -> Delivery:
-    return Delivery(index, b"", {}, "c1", key if key is not None else stamp, stamp, {"queueId": Register(stamp, value)},
+    return Delivery(index, b"", {}, "c1", key if key is not None else stamp, stamp, {"queueId": (stamp, value)},
                     duplicate)
 
 
@@ -99,7 +98,7 @@ def test_truth_sums_contributions_of_full_states_and_counts_session_changes_besi
     def acd(index: int, subtopic: str, time_ms: int, duplicate: bool = False, **body: str) -> Delivery:
         name, register = session_register(subtopic, {"participantId": "p1", "queueId": "q1", "mediaType": "VOICE", **body},
                                           time_ms)
-        projected = {"queueId": Register(1_000, "q1")}  # the end changes no projection field
+        projected = {"queueId": (1_000, "q1")}  # the end changes no projection field
         return Delivery(index, b"", {}, "c1", time_ms, time_ms, projected, duplicate, {**projected, name: register})
 
     start_ms = 1_763_625_600_000  # 2025-11-20T08:00:00Z

@@ -14,7 +14,7 @@ from processor.dynamodb.client import dynamodb_client
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.dynamodb.item import KEY, to_item
 from processor.dynamodb.sink import DynamoSink
-from processor.model import DeadLetter, Register
+from processor.model import DeadLetter
 from processor.reduce import ConversationState
 from tests.twins import PROBE_CONDITION, VERSION_CONDITION
 
@@ -24,7 +24,7 @@ TABLE, DEAD_LETTERS = "conversations", "dead-letters"
 
 
 def state(**fields: tuple[int, object]) -> ConversationState:
-    return ConversationState({name: Register(stamp, value) for name, (stamp, value) in fields.items()}, [1])
+    return ConversationState({name: (stamp, value) for name, (stamp, value) in fields.items()}, [1])
 
 
 def stored(cid: str, version: int, **fields: tuple[int, object]) -> dict:
@@ -118,7 +118,7 @@ def test_a_validation_error_is_traced_to_its_field_by_probes_and_the_rest_is_wri
     stubber.add_response("put_item", {}, versioned_put(0))
     mine, handed_over = state(queueId=(10, "Q1"), wrapupCode=(12, "a longer value")), []
     refusals = DynamoSink(client, TABLE, derive).write({"c1": mine}, handed_over.extend)
-    assert [(r.field, r.dropped) for r in refusals] == [("wrapupCode", Register(12, "a longer value"))]
+    assert [(r.field, r.dropped) for r in refusals] == [("wrapupCode", (12, "a longer value"))]
     assert handed_over == refusals  # to the dead letters before the item without it is written
     probed = [request["Item"] for request in sent[1:4]]
     assert [("wrapupCode" in item and "S" in item["wrapupCode"], "S" in item["queueId"]) for item in probed] == [
@@ -139,7 +139,7 @@ def test_keys_a_batch_get_leaves_unprocessed_are_asked_for_again(client, stubber
     stubber.add_response("batch_get_item", rest, {"RequestItems": keys_of("c2")})
     sink = DynamoSink(client, TABLE, derive)
     found = sink.read(["c1", "c2"])
-    assert {cid: s.registers["queueId"].value for cid, s in found.items()} == {"c1": "q1", "c2": "q2"}
+    assert {cid: s.registers["queueId"][1] for cid, s in found.items()} == {"c1": "q1", "c2": "q2"}
     assert (sink.counters.reads, sink.counters.throttles) == (2, 1)
 
 

@@ -22,7 +22,7 @@ from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.dynamodb.sink import DynamoSink
 from processor.engine import FlushPolicy, ShardEngine, _admits_participant
 from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, plainly_storable, storable
-from processor.model import Record, Register
+from processor.model import Record
 from processor.reduce import ConversationState, wins
 from processor.store import ShardStore, decode_state, encode_state
 from tests.conftest import T0, detail_event
@@ -90,14 +90,14 @@ REGISTER_NAMES = st.lists(st.sampled_from([f"~p{n:07d}.{kind}" for n in range(70
 @given(REGISTER_NAMES, st.integers(0, 69), st.sampled_from(["as", "ae", "ue"]))
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_the_participant_shortcut_decides_as_the_census_does(names, participant, kind):
-    registers = {name: Register(1, None) for name in names}
+    registers = {name: (1, None) for name in names}
     name = f"~p{participant:07d}.{kind}"
     known = {participant_of(other) for other in registers if is_session(other)}
     census = name in registers or participant_of(name) in known or len(known) < MAX_SESSION_PARTICIPANTS
     assert _admits_participant(registers, name) == census
 
 
-REGISTERS = st.builds(Register, st.integers(-3, 3), SCALARS | st.lists(SCALARS, max_size=2))
+REGISTERS = st.tuples(st.integers(-3, 3), SCALARS | st.lists(SCALARS, max_size=2))
 
 
 @given(st.dictionaries(st.sampled_from("abc"), REGISTERS), st.dictionaries(st.sampled_from("abc"), REGISTERS))
@@ -114,7 +114,7 @@ def test_joining_takes_exactly_the_registers_that_win(current, incoming):
        st.integers(0, 2 ** 40))
 def test_format_1_and_format_2_values_read_as_the_same_state(registers, keys, version):
     state = ConversationState(registers, keys, version)
-    format_1 = codec.dumps([version, keys, {name: [r.stamp, r.value] for name, r in registers.items()}])
+    format_1 = codec.dumps([version, keys, {name: [r[0], r[1]] for name, r in registers.items()}])
     assert decode_state(format_1) == decode_state(encode_state(state)) == state
 
 
@@ -137,7 +137,7 @@ def general_paths(monkeypatch) -> None:
             if current is None:
                 state.registers[name], result = incoming, reduce_module.Join.CHANGE
             elif wins(incoming, current):
-                if not reduce_module.same_value(incoming.value, current.value):
+                if not reduce_module.same_value(incoming[1], current[1]):
                     result = reduce_module.Join.CHANGE
                 elif result is reduce_module.Join.NOTHING:
                     result = reduce_module.Join.RESTAMP

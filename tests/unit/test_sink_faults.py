@@ -10,7 +10,7 @@ from processor.adapters.genesys import GenesysAdapter
 from processor.deadletters import MAX_INLINE_BYTES, JsonlDeadLetters
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.dynamodb.item import from_item, item_size
-from processor.model import DeadLetter, Register
+from processor.model import DeadLetter
 from processor.reduce import ConversationState, adds_to, merge
 from processor.dynamodb.retry import GaveUp
 from processor.dynamodb.sink import MAX_CONFLICT_ROUNDS, DynamoSink, RefusedItem
@@ -21,7 +21,7 @@ derive = GenesysAdapter().derive
 
 
 def state(**fields: tuple[int, object]) -> ConversationState:
-    return ConversationState({name: Register(stamp, value) for name, (stamp, value) in fields.items()}, [1])
+    return ConversationState({name: (stamp, value) for name, (stamp, value) in fields.items()}, [1])
 
 
 def stored(client: MemoryDynamoDB, cid: str = "c1") -> ConversationState:
@@ -45,7 +45,7 @@ def test_a_failed_condition_without_the_stored_item_falls_back_to_a_consistent_r
     late = state(queueId=(10, "Q1"), wrapupCode=(30, "SALE"))
     client.calls.clear()
     DynamoSink(Faults(client, strip_item), "conversations", derive).write({"c1": late})
-    assert (stored(client).registers["queueId"].value, stored(client).registers["wrapupCode"].value) == ("Q2", "SALE")
+    assert (stored(client).registers["queueId"][1], stored(client).registers["wrapupCode"][1]) == ("Q2", "SALE")
     assert client.calls.count("GetItem") >= 1 and len(client.calls) < 10
 
 
@@ -73,9 +73,9 @@ def test_a_field_dynamodb_refuses_for_a_reason_the_checks_do_not_know_is_found_a
     sink = DynamoSink(Faults(client, refuse_wrapup_codes), "conversations", derive)
     s = state(queueId=(10, "Q1"), attributes=(11, {"a": "x" * 500}), wrapupCode=(12, "\x00odd"))
     refusals = sink.write({"c1": s})
-    assert [(r.conversation_id, r.field, r.dropped) for r in refusals] == [("c1", "wrapupCode", Register(12, "\x00odd"))]
+    assert [(r.conversation_id, r.field, r.dropped) for r in refusals] == [("c1", "wrapupCode", (12, "\x00odd"))]
     saved = stored(client)
-    assert saved.registers["wrapupCode"] == Register(12, None) and saved.registers["attributes"].value == {"a": "x" * 500}
+    assert saved.registers["wrapupCode"] == (12, None) and saved.registers["attributes"][1] == {"a": "x" * 500}
     assert s.version == saved.version == 1 and sink.counters.refused == 1
 
 
@@ -99,7 +99,7 @@ def test_throttling_is_retried_for_as_long_as_it_lasts_and_counted():
 
     sink = DynamoSink(Faults(client, throttle_forty_times), "conversations", derive)
     sink.write({"c1": state(queueId=(1, "Q"))})  # 40 > the 10 attempts other failures get
-    assert stored(client).registers["queueId"].value == "Q" and sink.counters.throttles == 40
+    assert stored(client).registers["queueId"][1] == "Q" and sink.counters.throttles == 40
 
 
 def test_other_transient_failures_get_a_bounded_number_of_attempts():

@@ -12,7 +12,6 @@ from processor.adapters.genesys import GenesysAdapter
 from processor.dynamodb.item import Retention, fitted_item, from_item, item_size, number, serialize, to_item
 from processor.limits import (EARLIEST_EVENT_MS, ITEM_BUDGET_BYTES, MAX_DEPTH, Unstorable, check_event_time,
                               check_partition_key, oversized_fields, storable)
-from processor.model import Register
 from processor.reduce import ConversationState, canonical, same_value
 
 derive = GenesysAdapter().derive
@@ -63,7 +62,7 @@ def test_a_storable_value_survives_dynamodb_and_rocksdb_unchanged(value):
     except Unstorable:
         return
     back = from_item({"conversationId": {"S": "c"}, "x": serialize(value), "_t": {"M": {"x": {"N": "1"}}}})[1]
-    assert same_value(back.registers["x"].value, value) and canonical(back.registers["x"].value) == canonical(value)
+    assert same_value(back.registers["x"][1], value) and canonical(back.registers["x"][1]) == canonical(value)
     assert codec.loads(codec.dumps(value)) == value
 
 
@@ -97,23 +96,23 @@ def test_the_largest_fields_go_first_until_the_item_fits():
 
 def test_an_item_over_400_kb_keeps_everything_but_its_largest_field():
     big = "x" * 230_000
-    state = ConversationState({"attributes": Register(2000, {"notes": big}), "wrapupCode": Register(3000, big + "y" * 100),
-                               "queueId": Register(4000, "Q1"), "startTime": Register(-1000, 1000)}, [1])
+    state = ConversationState({"attributes": (2000, {"notes": big}), "wrapupCode": (3000, big + "y" * 100),
+                               "queueId": (4000, "Q1"), "startTime": (-1000, 1000)}, [1])
     item, dropped = fitted_item("c1", state, 1, derive, None)
     assert [name for name, _ in dropped] == ["wrapupCode"]
-    assert dropped[0][1] == Register(3000, big + "y" * 100)
+    assert dropped[0][1] == (3000, big + "y" * 100)
     assert item_size(item) <= ITEM_BUDGET_BYTES
     assert item["wrapupCode"] == {"NULL": True} and item["_t"]["M"]["wrapupCode"] == {"N": "3000"}  # stamp kept
-    assert state.registers["wrapupCode"] == Register(3000, None)  # local state equals the item
+    assert state.registers["wrapupCode"] == (3000, None)  # local state equals the item
     assert item["queueId"] == {"S": "Q1"} and item["attributes"]["M"]["notes"]["S"] == big
 
 
 def test_every_item_expires_ended_after_its_end_others_after_their_last_event():
     retention = Retention(ended_seconds=100, inactive_seconds=1000)
-    ended = ConversationState({"ended": Register(9000, True), "endTime": Register(9000, 9000),
-                               "startTime": Register(-1000, 1000), "wrapupCode": Register(12_000, "X")})
+    ended = ConversationState({"ended": (9000, True), "endTime": (9000, 9000),
+                               "startTime": (-1000, 1000), "wrapupCode": (12_000, "X")})
     assert to_item("c", ended, 1, derive, retention)["_ttl"] == {"N": str(9 + 100)}
-    open_ = ConversationState({"queueId": Register(5000, "Q"), "startTime": Register(-1000, 1000)})
+    open_ = ConversationState({"queueId": (5000, "Q"), "startTime": (-1000, 1000)})
     assert to_item("c", open_, 1, derive, retention)["_ttl"] == {"N": str(5 + 1000)}  # a lost end event
 
 
@@ -130,5 +129,5 @@ def test_nineteen_digit_integers_below_minus_two_to_the_63_stay_exact():
 
 def test_an_item_with_only_a_start_time_expires_too():
     retention = Retention(ended_seconds=100, inactive_seconds=1000)
-    started = ConversationState({"startTime": Register(-7000, 7000)})  # e.g. customer.start alone
+    started = ConversationState({"startTime": (-7000, 7000)})  # e.g. customer.start alone
     assert to_item("c", started, 1, derive, retention)["_ttl"] == {"N": str(7 + 1000)}

@@ -4,17 +4,16 @@ import time
 import pytest
 
 from processor import codec
-from processor.model import Register
 from processor.reduce import ConversationState
 from processor.store import ShardStore, decode_state, encode_state, shard_directory
 
 
 def state(value="v", version=1):
-    return ConversationState({"f": Register(10, value), "startTime": Register(-5, 5)}, [1, 2 ** 64 - 1], version)
+    return ConversationState({"f": (10, value), "startTime": (-5, 5)}, [1, 2 ** 64 - 1], version)
 
 
 def test_states_round_trip_exactly():
-    original = ConversationState({"m": Register(3, {"a": [1, 2.5, None, True]})}, [7], 4)
+    original = ConversationState({"m": (3, {"a": [1, 2.5, None, True]})}, [7], 4)
     assert decode_state(encode_state(original)) == original
 
 
@@ -33,7 +32,7 @@ def test_states_and_sequence_survive_a_reopen(tmp_path):
 def test_a_commit_is_all_or_nothing(tmp_path, monkeypatch):
     store = ShardStore(str(tmp_path / "s"))
     store.commit({"c1": state("old")}, "10")
-    broken = {"c1": state("new"), "c2": ConversationState({"f": Register(1, object())})}
+    broken = {"c1": state("new"), "c2": ConversationState({"f": (1, object())})}
     with pytest.raises(TypeError):
         store.commit(broken, "20")
     assert store.last_sequence == "10"
@@ -98,7 +97,7 @@ def test_a_store_records_its_format_and_refuses_another_with_a_clear_error(tmp_p
 
 def format_1_value(state: ConversationState) -> bytes:
     """A state as format 1 wrote it: the recent keys as JSON numbers (twenty digits for most)."""
-    registers = {name: [reg.stamp, reg.value] for name, reg in state.registers.items()}
+    registers = {name: [reg[0], reg[1]] for name, reg in state.registers.items()}
     return codec.dumps([state.version, state.recent_keys, registers])
 
 
@@ -125,16 +124,16 @@ def test_a_format_1_store_is_read_and_upgraded_state_by_state_as_states_change(t
 
 def test_format_2_writes_no_number_the_fast_json_path_must_hand_over():
     keys = [2 ** 64 - 1, 10 ** 19, 0, 12345]
-    data = encode_state(ConversationState({"f": Register(1_764_000_000_000, "v")}, keys, 2))
+    data = encode_state(ConversationState({"f": (1_764_000_000_000, "v")}, keys, 2))
     assert b"18446744073709551615" not in data and b"10000000000000000000" not in data
     assert decode_state(data).recent_keys == keys
 
 
 def test_a_store_written_before_formats_were_recorded_is_read_as_format_1(tmp_path):
     store = ShardStore(str(tmp_path / "s"))
-    store.commit({"c1": ConversationState({"q": Register(5, "Q1")}, [1], 2)}, "9")
+    store.commit({"c1": ConversationState({"q": (5, "Q1")}, [1], 2)}, "9")
     store._db.delete(b"m:format")  # the layout of 4dfb72b's stores, which recorded none
     store.close()
     again = ShardStore(str(tmp_path / "s"))
-    assert again.get("c1").registers == {"q": Register(5, "Q1")} and again.last_sequence == "9"
+    assert again.get("c1").registers == {"q": (5, "Q1")} and again.last_sequence == "9"
     again.close()
