@@ -11,7 +11,8 @@ judged against the same truth:
   ours      this_live, this_catchup, this_kcl (conversation state and metrics)
   checks    leaked duplicates, stale overwrites (from write histories), lost updates and mismatches
             (from the final table), metrics cells that differ from the truth
-  system    one system in its own process, so its peak RSS is its own
+  system    one system in its own process, so its peak RSS and its CPU seconds are its own
+  cpu       those CPU seconds: the process's own clock over the run, or the KCL daemon's tree from /proc
   run       the whole comparison and the growth curve; report renders the table, chart and README
 """
 from __future__ import annotations

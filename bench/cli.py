@@ -27,7 +27,7 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.report import chart, comparison_table, markdown, ratios, update_readme
+    from bench.report import chart, comparison_table, cpu_lines, markdown, ratios, update_readme
     from bench.run import Plan, bench as run_bench
 
     console = Console()
@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
         results = run_bench(plan, directory, say=lambda line: console.print(line, highlight=False))
     console.print(comparison_table(results))
     console.print(ratios(results))
+    for line in cpu_lines(results, lambda text: f"[bold]{text}[/bold]"):
+        console.print(line)
     if args.out:
         Path(args.out).write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     chart_path = args.chart or (str(Path(args.out).with_suffix(".png")) if args.out else None)

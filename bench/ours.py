@@ -32,6 +32,7 @@ from processor.store import ShardStore
 from processor.analytics import layout
 from processor.dynamodb.sink import Sink
 from bench import metrics_table_of
+from bench.cpu import TreeCpu, cpu_window
 
 SHARDS = 4
 LIVE_FLUSH_MS = 1000
@@ -150,25 +151,24 @@ def run_live(sorted_events: str, client: Any, table: str, settings: Settings, wo
     engine = ShardEngine("shardId-000000000000", adapter, ShardStore(str(workdir / "live-state"), settings.retention_seconds),
                          ledger.sink(sink), JsonlDeadLetters(str(workdir / "live-dead-letters.jsonl")),
                          FlushPolicy(max_records=10**12, max_seconds=float("inf")))
-    started = time.perf_counter()
-    batch: list[Record] = []
-    flushed_at: int | None = None
-    for sequence, data in enumerate(read_lines(sorted_events), 1):
-        key, envelope = route(adapter, data)
-        time_ms = adapter.normalize(envelope).time_ms
-        if flushed_at is None:
-            flushed_at = time_ms
-        elif time_ms - flushed_at >= LIVE_FLUSH_MS:
-            engine.process(batch)
-            engine.flush()
-            batch, flushed_at = [], time_ms
-        batch.append(Record(data, str(sequence), key, envelope))
-    engine.process(batch)
-    engine.flush(final=True)
-    seconds = time.perf_counter() - started
+    with cpu_window() as window:
+        batch: list[Record] = []
+        flushed_at: int | None = None
+        for sequence, data in enumerate(read_lines(sorted_events), 1):
+            key, envelope = route(adapter, data)
+            time_ms = adapter.normalize(envelope).time_ms
+            if flushed_at is None:
+                flushed_at = time_ms
+            elif time_ms - flushed_at >= LIVE_FLUSH_MS:
+                engine.process(batch)
+                engine.flush()
+                batch, flushed_at = [], time_ms
+            batch.append(Record(data, str(sequence), key, envelope))
+        engine.process(batch)
+        engine.flush(final=True)
     engine.close()
     sink.close()
-    return {"seconds": seconds, **ledger.report()}
+    return {"seconds": window.seconds, "cpu_seconds": window.cpu_seconds, **ledger.report()}
 
 
 def run_catchup(events: str, client: Any, table: str, settings: Settings, workdir: Path) -> dict[str, Any]:
@@ -176,21 +176,26 @@ def run_catchup(events: str, client: Any, table: str, settings: Settings, workdi
     ensure_tables(client, table, metrics_table=metrics_table_of(table))
     ledger = FlushLedger(metrics_table_of(table))
     sink = settings.build_sink(ledger.client(client), adapter, table, metrics_table_of(table))
-    result = replay(read_lines(events), adapter, ledger.sink(sink), JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl")),
-                    shards=SHARDS, state_root=str(workdir / "catchup-state"), retention_seconds=settings.retention_seconds)
+    dead_letters = JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl"))
+    with cpu_window() as window:
+        replay(read_lines(events), adapter, ledger.sink(sink), dead_letters, shards=SHARDS,
+               state_root=str(workdir / "catchup-state"), retention_seconds=settings.retention_seconds)
     sink.close()
-    return {"seconds": result.seconds, **ledger.report()}
+    return {"seconds": window.seconds, "cpu_seconds": window.cpu_seconds, **ledger.report()}
 
 
 def run_kcl(events: str, emulator: Any, settings: Settings, workdir: Path) -> dict[str, Any]:
     """Put the backlog first, then start the daemon and time it until every record is checkpointed.
-    `events`: the records the children took in, by their EMF lines (equal to `put` in a clean run)."""
+    `events`: the records the children took in, by their EMF lines (equal to `put` in a clean run).
+    CPU: the daemon's and its children's whole lives (JVM start-up and the shutdown flush included;
+    the producer's puts, in this process, are not), sampled by `TreeCpu`."""
     with Stack(workdir, settings, shards=SHARDS, emulator=emulator) as stack:
         producer = Producer(stack.kinesis, settings.build_adapter())
         for batch in batches(read_lines(events), 500):
             producer.send(batch)
         started = time.perf_counter()
         daemon = stack.start_daemon()
+        cpu = TreeCpu(daemon.pid).start()
         peak = [0.0]
 
         def sample(_checkpoints: Any) -> None:
@@ -199,9 +204,11 @@ def run_kcl(events: str, emulator: Any, settings: Settings, workdir: Path) -> di
         wait_until_drained(stack, producer, timeout=3600, on_tick=sample)
         seconds = time.perf_counter() - started
         stack.stop_daemons()  # the children's last EMF lines: the sums are totals now
+        cpu.stop()
         counts = totals(stack.shard_metrics())
     return {"seconds": seconds, "tree_peak_rss_mb": round(peak[0], 1), "put": producer.put,
-            "events": counts["Events"]}
+            "events": counts["Events"], "cpu_seconds": cpu.root_seconds + cpu.descendants_seconds,
+            "daemon_cpu_seconds": cpu.root_seconds, "children_cpu_seconds": cpu.descendants_seconds}
 
 
 def tree_rss_mb(daemon: Daemon) -> float:

@@ -3,18 +3,21 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from rich import box
 from rich.table import Table
 
 COLUMNS = (  # (result key, heading)
-    ("events_per_s", "events/s"), ("ddb_requests_per_1k", "requests/1k"), ("ddb_reads_per_1k", "reads/1k"),
+    ("events_per_s", "events/s"), ("cpu_s", "CPU s"), ("events_per_cpu_s", "events/CPU-s"),
+    ("ddb_requests_per_1k", "requests/1k"), ("ddb_reads_per_1k", "reads/1k"),
     ("ddb_writes_per_1k", "writes/1k"), ("wcu_per_1k", "WCU/1k"), ("leaked_duplicates", "leaked dup."),
     ("lost_updates", "lost upd."), ("stale_overwrites", "stale overw."), ("mismatches", "mismatches"),
     ("cells_wrong", "cells wrong"), ("hottest_key_writes_per_s", "hot key w/s"),
     ("hottest_key_writes_per_flush", "hot key w/flush"), ("peak_rss_mb", "peak RSS MB"))
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+#: issue 12: events per CPU-second of the system's own processes, its DynamoDB writes included
+CPU_TARGETS = {"this_catchup": 15_000, "this_live": 5_000}
 
 
 def shown(value: Any) -> str:
@@ -30,7 +33,8 @@ def comparison_table(results: dict[str, Any]) -> Table:
     table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False)  # no rules between columns: 160 wide fits
     table.add_column("system", no_wrap=True)
     for _, heading in COLUMNS:
-        table.add_column(heading.replace("/1k", "\n/1k").replace("mismatches", "mis-\nmatches"), justify="right")
+        table.add_column(heading.replace(" ", "\n").replace("/1k", "\n/1k").replace("/CPU", "\n/CPU")
+                         .replace("mismatches", "mis-\nmatches"), justify="right")
     for system, row in results["systems"].items():
         table.add_row(system, *(shown(row.get(key)) for key, _ in COLUMNS))
     return table
@@ -56,6 +60,36 @@ def ratios(results: dict[str, Any]) -> dict[str, float]:
     return found
 
 
+def cpu_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each CPU target beside the events per CPU-second measured, met or not (results from before
+    CPU was measured have none)."""
+    found = {}
+    for system, target in CPU_TARGETS.items():
+        measured = results["systems"].get(system, {}).get("events_per_cpu_s")
+        if measured is not None:
+            found[system] = {"events_per_cpu_s": measured, "target": target, "met": measured >= target}
+    return found
+
+
+def cpu_lines(results: dict[str, Any], strong: Callable[[str], str]) -> list[str]:
+    """The CPU targets and this_kcl's CPU split, as sentences (`strong` marks a number up)."""
+    def number(value: Any, unit: str = "") -> str:
+        return strong(shown(value) + unit)
+
+    lines = []
+    targets = cpu_targets(results)
+    if targets:
+        lines.append("CPU targets (events per CPU-second, writes included): " + ", ".join(
+            f"{system} {number(found['events_per_cpu_s'])} (target ≥ {found['target']:,}: "
+            f"{strong('met' if found['met'] else 'missed')})" for system, found in targets.items()) + ".")
+    kcl = results["systems"].get("this_kcl", {})
+    if "kcl_children_cpu_s" in kcl:
+        lines.append(f"this_kcl's CPU: the Java daemon {number(kcl['kcl_daemon_cpu_s'], ' s')}, its Python children "
+                     f"{number(kcl['kcl_children_cpu_s'], ' s')}, {number(kcl['kcl_child_us_per_record'], ' µs')} of "
+                     f"the children's CPU per record they took in (their start-up and shutdown included).")
+    return lines
+
+
 def markdown(results: dict[str, Any], command: str) -> str:
     systems = results["systems"]
     floors = f"**{results['floor_writes_per_1k']} writes per 1,000 events**"
@@ -77,7 +111,10 @@ def markdown(results: dict[str, Any], command: str) -> str:
               "*hot key w/s*: the most writes one partition key got in one wall-clock second (the emulator's "
               "meter); this_live replays stream time much faster than real time, so each of its wall-clock "
               "seconds spans many of its 1-second flushes. *hot key w/flush*: the most writes one metrics key got within one flush "
-              "of one shard (I13 bounds it to 1; measured in-process, so not for this_kcl)."]
+              "of one shard (I13 bounds it to 1; measured in-process, so not for this_kcl). *CPU s*: CPU seconds (user "
+              "plus system) of the system's own processes over its run, never the emulator's: the benchmark's process "
+              "running it for the in-process systems, the Java daemon and its Python children for this_kcl (their "
+              "whole lives, JVM start-up included); *events/CPU-s*: events over CPU s."]
     found = ratios(results)
     lines += ["", "Side-by-side ratios: " + ", ".join(f"{name.replace('_', ' ')} **{value}x**"
                                                       for name, value in found.items()) + "."]
@@ -85,6 +122,7 @@ def markdown(results: dict[str, Any], command: str) -> str:
         lines += ["", f"this_live writes **{systems['this_live']['ddb_writes_per_1k']}** per 1,000 events: floor "
                       f"{results['floor_writes_per_1k']}, floor plus the aggregate writes it needs "
                       f"{results['floor_plus_aggregates_writes_per_1k']}."]
+    lines += [line for sentence in cpu_lines(results, lambda text: f"**{text}**") for line in ("", sentence)]
     lines.append("")
     if results["curve"]:
         lines += ["this_catchup's engine (RocksDB, no DynamoDB) as conversations in state grow:", "",

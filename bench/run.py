@@ -103,7 +103,7 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
     hot_keys = [metered[t].get("hottest_key", {}) for t in (table, *side_tables(system)) if t != APPLICATION]
     hottest = max(((hot.get("writes_per_second", 0), hot.get("key", "")) for hot in hot_keys), default=(0, ""))
     result = {
-        "events_per_s": round(len(deliveries) / outcome["seconds"], 1),
+        "events_per_s": round(len(deliveries) / outcome["seconds"], 1), **cpu_result(outcome, len(deliveries)),
         "ddb_requests_per_1k": round((counts["reads"] + counts["writes"]) * per_1k, 1),
         "ddb_reads_per_1k": round(counts["reads"] * per_1k, 1),
         "ddb_writes_per_1k": round(counts["writes"] * per_1k, 1),
@@ -124,6 +124,18 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
         result["kcl_lease_requests_per_1k"] = round((lease.get("reads", 0) + lease.get("writes", 0)) * per_1k, 1)
     if "retried" in outcome:
         result["retried_in_progress"] = outcome["retried"]
+    return result
+
+
+def cpu_result(outcome: dict[str, Any], events: int) -> dict[str, Any]:
+    """CPU seconds of the system's own processes (`bench.cpu`), and events per CPU-second; for
+    this_kcl also the daemon's and the children's apart, and the children's µs per record they took in."""
+    cpu = outcome["cpu_seconds"]
+    result = {"cpu_s": round(cpu, 3), "events_per_cpu_s": round(events / cpu) if cpu > 0 else None}
+    if "children_cpu_seconds" in outcome:
+        children = outcome["children_cpu_seconds"]
+        result.update(kcl_daemon_cpu_s=round(outcome["daemon_cpu_seconds"], 2), kcl_children_cpu_s=round(children, 2),
+                      kcl_child_us_per_record=round(children / outcome["events"] * 1e6) if outcome["events"] else None)
     return result
 
 

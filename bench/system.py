@@ -3,7 +3,7 @@
     python -m bench.system NAME --events F --sorted-events F --endpoint URL --workdir D --out R
     python -m bench.system curve --conversations N --workdir D --out R
 
-Prints nothing; writes its result (seconds, and the peers' acknowledged writes) as JSON to R.
+Prints nothing; writes its result (seconds, CPU seconds, and the peers' acknowledged writes) as JSON to R.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from urllib.parse import urlparse
 import orjson
 
 from bench import METRICS_PEERS, PEERS, metrics_table_of
+from bench.cpu import cpu_window
 from bench.ours import SHARDS, run_catchup, run_kcl, run_live
 from bench.peers import PEER_CLASSES, consume
 from processor.config import Settings
@@ -39,9 +40,9 @@ def run_system(system: str, events: str, sorted_events: str, endpoint: str, work
         options = {"analytics": settings.analytics} if system in METRICS_PEERS else {}
         peer = PEER_CLASSES[system](client, table_of(system), **options)
         peer.setup()
-        started = time.perf_counter()
-        retried = consume(peer, read_lines(events), settings.build_adapter())
-        return {"seconds": time.perf_counter() - started, "retried": retried, "writes": peer.writes}
+        with cpu_window() as window:
+            retried = consume(peer, read_lines(events), settings.build_adapter())
+        return {"seconds": window.seconds, "cpu_seconds": window.cpu_seconds, "retried": retried, "writes": peer.writes}
     if system == "this_live":
         return run_live(sorted_events, client, table_of(system), settings, workdir)
     if system == "this_catchup":

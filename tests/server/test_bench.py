@@ -4,6 +4,7 @@ tests/unit/test_bench_checks.py."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ from bench.report import BEGIN, END
 
 METRICS = {"events_per_s", "ddb_requests_per_1k", "ddb_reads_per_1k", "ddb_writes_per_1k", "wcu_per_1k",
            "leaked_duplicates", "lost_updates", "stale_overwrites", "mismatches", "cells_wrong",
-           "hottest_key_writes_per_s", "hottest_key_writes_per_flush", "peak_rss_mb"}
+           "hottest_key_writes_per_s", "hottest_key_writes_per_flush", "peak_rss_mb", "cpu_s", "events_per_cpu_s"}
 
 
 def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(tmp_path):
@@ -29,6 +30,9 @@ def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(
     assert set(systems) == {"naive", "check_then_write", "timestamp_condition", "powertools", "add_per_event",
                             "this_live", "this_catchup"}
     assert all(METRICS <= set(row) for row in systems.values())
+    for row in systems.values():  # CPU: the system's own, over its run (no more than its cores could give)
+        assert 0 < row["cpu_s"] <= row["seconds"] * os.cpu_count() + 0.1
+        assert row["events_per_cpu_s"] == pytest.approx(results["events"] / row["cpu_s"], rel=0.02, abs=1)
     floor, with_aggregates = results["floor_writes_per_1k"], results["floor_plus_aggregates_writes_per_1k"]
     assert floor <= with_aggregates and results["metrics_cells"] > 0
     for ours in ("this_live", "this_catchup"):
@@ -58,3 +62,4 @@ def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(
     text = readme.read_text()
     assert "old" not in text and "| this_catchup |" in text and text.endswith(f"{END}\nafter\n")
     assert "| add_per_event |" in text and "cells wrong" in text and "hot key w/flush" in text
+    assert "| CPU s | events/CPU-s |" in text and "CPU targets (events per CPU-second" in text

@@ -1,13 +1,25 @@
 """`processor bench`'s measurements detect what they claim to: leaked duplicates, stale
-overwrites, lost updates, mismatches, wrong metrics cells, write units, writes per key per flush.
-The command itself: tests/server/test_bench.py."""
+overwrites, lost updates, mismatches, wrong metrics cells, write units, writes per key per flush,
+CPU seconds (in-process, and of the KCL daemon's process tree from /proc). The command itself:
+tests/server/test_bench.py."""
 from __future__ import annotations
 
 import base64
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
 
 from bench.checks import cells_wrong, history_checks, ledger_checks, table_checks
+from bench.cpu import TICK_SECONDS, TreeCpu, cpu_window
 from bench.ours import FlushLedger
 from bench.peers import event_amounts
+from bench.report import COLUMNS, CPU_TARGETS, cpu_targets, markdown
+from bench.run import cpu_result
 from bench.workload import Delivery, truth
 from devstack.emulator.meter import write_units
 from processor.analytics.contribution import METRICS, QUEUE
@@ -165,3 +177,91 @@ def test_flush_ledger_counts_writes_per_metrics_key_within_one_flush_of_one_shar
     sink.write({}, None, "s1")
     assert ledger.report()["hottest_key_writes_per_flush"] == 2
     assert ledger.report()["hottest_key_per_flush"] == "a#s1#0"
+
+
+def write_stat(proc, pid: int, ppid: int, own: int, reaped: int = 0, started: int = 1, name: str = "py (x) y") -> None:
+    """A /proc/<pid>/stat line: `own` and `reaped` in clock ticks, each split into user and system."""
+    (proc / str(pid)).mkdir(exist_ok=True)
+    (proc / str(pid) / "stat").write_text(f"{pid} ({name}) S {ppid} 0 0 0 -1 4194304 0 0 0 0 {own - own // 2} "
+                                          f"{own // 2} {reaped - reaped // 2} {reaped // 2} 20 0 1 0 {started} 0 0\n")
+
+
+def test_tree_cpu_counts_the_daemon_apart_and_every_descendant_once_to_its_end(tmp_path):
+    def gone(pid: int) -> None:
+        shutil.rmtree(tmp_path / str(pid))
+
+    write_stat(tmp_path, 100, 1, 300, name="java")
+    write_stat(tmp_path, 101, 100, 100)
+    write_stat(tmp_path, 102, 100, 50)
+    write_stat(tmp_path, 103, 101, 10)  # a grandchild
+    write_stat(tmp_path, 200, 1, 999)  # not the daemon's
+    cpu = TreeCpu(100, discover_every=0, proc=tmp_path)
+    cpu.sample()
+    assert (cpu.root_seconds, cpu.descendants_seconds) == pytest.approx((300 * TICK_SECONDS, 160 * TICK_SECONDS))
+    gone(103)  # its parent waits for it
+    write_stat(tmp_path, 101, 100, 120, reaped=10)
+    cpu.sample()
+    gone(101)  # ends with 10 ticks unsampled; the daemon waits for it
+    write_stat(tmp_path, 100, 1, 310, reaped=140)
+    write_stat(tmp_path, 102, 100, 60)
+    cpu.sample()  # 101's last 10 ticks are not known yet: each process's last value
+    assert cpu.descendants_seconds == pytest.approx(190 * TICK_SECONDS)
+    gone(102)
+    write_stat(tmp_path, 100, 1, 320, reaped=210)
+    write_stat(tmp_path, 102, 1, 500, started=7)  # its pid reused by another process
+    cpu.sample()  # everything waited for: the daemon's reaped time is exact
+    assert (cpu.root_seconds, cpu.descendants_seconds) == pytest.approx((320 * TICK_SECONDS, 210 * TICK_SECONDS))
+    write_stat(tmp_path, 104, 100, 5)
+    cpu.sample()
+    gone(100)  # the daemon exits first: its child, orphaned, still counts
+    write_stat(tmp_path, 104, 1, 80)
+    cpu.sample()
+    assert (cpu.root_seconds, cpu.descendants_seconds) == pytest.approx((320 * TICK_SECONDS, 270 * TICK_SECONDS))
+
+
+def test_tree_cpu_follows_a_real_process_tree_to_its_exact_total():
+    burn = f"{sys.executable} -c 'import time; t = time.process_time()\nwhile time.process_time() - t < 0.4: pass'"
+    process = subprocess.Popen(["sh", "-c", f"{burn} & {burn}; wait"])
+    cpu = TreeCpu(process.pid, interval=0.05, discover_every=0.05).start()
+    _, _, usage = os.wait4(process.pid, 0)  # the shell's own time and everything it waited for, exactly
+    process.returncode = 0  # reaped here: Popen must not wait for it again
+    cpu.stop()
+    exact = usage.ru_utime + usage.ru_stime
+    assert cpu.descendants_seconds >= 0.8 > cpu.root_seconds
+    assert exact - 0.2 <= cpu.root_seconds + cpu.descendants_seconds <= exact + 0.03
+
+
+def test_cpu_window_counts_every_thread_of_the_process_and_no_waiting():
+    def burn(seconds: float) -> None:
+        started = time.thread_time()
+        while time.thread_time() - started < seconds:
+            pass
+
+    with cpu_window() as window:
+        burn(0.2)
+        worker = threading.Thread(target=burn, args=(0.1,))
+        worker.start()
+        worker.join()
+        time.sleep(0.3)
+    assert window.seconds >= 0.6 and 0.3 <= window.cpu_seconds < 0.45
+
+
+def test_cpu_columns_and_targets_are_derived_from_the_cpu_seconds_measured():
+    assert cpu_result({"cpu_seconds": 0.5}, 10_000) == {"cpu_s": 0.5, "events_per_cpu_s": 20_000}
+    kcl = cpu_result({"cpu_seconds": 10.0, "daemon_cpu_seconds": 7.0, "children_cpu_seconds": 3.0, "events": 6_000},
+                     6_000)
+    assert kcl == {"cpu_s": 10.0, "events_per_cpu_s": 600, "kcl_daemon_cpu_s": 7.0, "kcl_children_cpu_s": 3.0,
+                   "kcl_child_us_per_record": 500}
+    assert CPU_TARGETS == {"this_catchup": 15_000, "this_live": 5_000}
+    row = {key: 1 for key, _ in COLUMNS}
+    results = {"machine": "m", "events": 6_000, "conversations": 1, "duplicates": 0, "floor_writes_per_1k": 1.0,
+               "curve": [], "systems": {"this_live": {**row, "events_per_cpu_s": 5_000},
+                                        "this_catchup": {**row, "events_per_cpu_s": 14_999},
+                                        "this_kcl": {**row, **kcl}}}
+    assert cpu_targets(results) == {"this_live": {"events_per_cpu_s": 5_000, "target": 5_000, "met": True},
+                                    "this_catchup": {"events_per_cpu_s": 14_999, "target": 15_000, "met": False}}
+    text = markdown(results, "processor bench")
+    assert "| CPU s | events/CPU-s |" in text and "*CPU s*:" in text
+    assert "this_catchup **14,999** (target ≥ 15,000: **missed**)" in text
+    assert "this_live **5,000** (target ≥ 5,000: **met**)" in text
+    assert "the Java daemon **7.0 s**, its Python children **3.0 s**, **500 µs**" in text
