@@ -25,7 +25,7 @@ from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.engine import ShardEngine
 from processor.metrics import COUNTER_METRICS, SINK_METRICS, FlushMetrics
 from processor.model import Record
-from processor.dynamodb.client import dynamodb_client
+from processor.dynamodb.client import data_plane_client
 from processor.store import ShardStore, shard_directory
 
 log = logging.getLogger("processor.kcl")
@@ -57,10 +57,11 @@ class ShardProcessor(processor.RecordProcessorBase):
     """initialize → process_records* → one of lease_lost / shard_ended / shutdown_requested."""
 
     def __init__(self, settings: Settings, dynamodb: Callable[[Settings], Any] | None = None):
-        """`dynamodb`: makes the DynamoDB client from the settings (default: boto3's, for
-        `settings.endpoint`, credentials from the standard chain)."""
+        """`dynamodb`: makes the DynamoDB client from the settings (default: the data-plane client
+        for `settings.endpoint`, credentials from the standard chain; the sink and the dead
+        letters make data-plane calls only, so boto3's client would do as well)."""
         self.settings = settings
-        self._dynamodb = dynamodb or (lambda chosen: dynamodb_client(chosen.endpoint))
+        self._dynamodb = dynamodb or (lambda chosen: data_plane_client(chosen.endpoint))
         self.shard_id = "?"
         self.engine: ShardEngine | None = None
         self._store: ShardStore | None = None

@@ -26,7 +26,7 @@ from processor.analytics.contribution import AnalyticsSettings, interval_text
 from processor.analytics.ratios import queue_totals
 from processor.analytics.reader import MetricsReader
 from processor.config import load_settings
-from processor.dynamodb.client import dynamodb_client, table_exists
+from processor.dynamodb.client import data_plane_for, dynamodb_client, table_exists
 from processor.dynamodb.retry import GaveUp
 
 DESCRIPTION = ("per queue and media type, from the metrics table: offered, answered, abandoned, answer %, "
@@ -191,7 +191,7 @@ def run(args: argparse.Namespace) -> int:
     if not table_exists(client, table):
         raise ValueError(f"metrics table {table} does not exist{f' at {endpoint}' if endpoint else ''}: check "
                          "--metrics-table (or [dynamodb] metrics_table in the settings)")
-    reader = MetricsReader(client, table, settings.interval_minutes)
+    reader = MetricsReader(data_plane_for(client), table, settings.interval_minutes)
 
     def read() -> View:
         return read_view(reader, table, interval, last or 1)

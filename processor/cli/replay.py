@@ -16,7 +16,7 @@ from processor import replay as replaying
 from processor.cli.render import counts_table, write_json
 from processor.config import load_settings
 from processor.deadletters import JsonlDeadLetters
-from processor.dynamodb.client import dynamodb_client, ensure_table, table_exists
+from processor.dynamodb.client import data_plane_client, dynamodb_client, ensure_table, table_exists
 from processor.analytics.layout import KEY as METRICS_KEY
 from processor.dynamodb.item import KEY
 from processor.dynamodb.sink import NullSink
@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--export and --export-metrics read the tables, which --dry-run does not write")
     dead_letters = JsonlDeadLetters(args.dead_letter or _beside(args.export, "dead-letters.jsonl"))
     adapter = settings.build_adapter()
-    with _dynamodb(endpoint, args.dry_run) as client:
+    with _dynamodb(endpoint, args.dry_run) as (client, data_plane):
         if client is None:
             sink: Any = NullSink()
         else:
@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
             for name, key in ((table, KEY), (metrics_table, METRICS_KEY)):
                 if name is not None:
                     _table_ready(client, name, key, create=args.create_table or not endpoint, endpoint=endpoint)
-            sink = settings.build_sink(client, adapter, table, metrics_table)
+            sink = settings.build_sink(data_plane, adapter, table, metrics_table)
         with _progress(Console(stderr=True), args.events, enabled=not args.no_progress) as advance:
             result = replaying.replay(replaying.read_lines(args.events), adapter, sink, dead_letters,
                                       shards=args.shards, state_root=args.state_dir,
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
                                       retention_seconds=settings.retention_seconds, on_progress=advance)
         exported = replaying.export_table(client, table, args.export) if args.export and client is not None else None
         if args.export_metrics and client is not None:
-            cells = replaying.export_metrics(client, metrics_table, args.export_metrics, settings.interval_minutes) \
+            cells = replaying.export_metrics(data_plane, metrics_table, args.export_metrics, settings.interval_minutes) \
                 if metrics_table else replaying.write_jsonl(args.export_metrics, [])
     if args.report:
         write_json(args.report, result.report())
@@ -105,26 +105,30 @@ def run(args: argparse.Namespace) -> int:
 
 
 @contextlib.contextmanager
-def _dynamodb(endpoint: str | None, dry_run: bool) -> Iterator[Any]:
-    """A DynamoDB client for `endpoint`; without one, the local stack's emulator for the run."""
+def _dynamodb(endpoint: str | None, dry_run: bool) -> Iterator[tuple[Any, Any]]:
+    """DynamoDB clients for `endpoint`, boto3's for the tables and the export and the data-plane
+    client for the sink and the metrics reader; without an endpoint, the local stack's emulator
+    for the run. (None, None) for a dry run."""
     if dry_run:
-        yield None
+        yield None, None
         return
     if endpoint:
-        yield dynamodb_client(endpoint)
+        yield dynamodb_client(endpoint), data_plane_client(endpoint)
         return
     try:
-        from devstack.emulator import EmulatorError, LocalEmulator
+        from devstack.emulator import LOCAL_ENVIRONMENT, REGION, EmulatorError, LocalEmulator
     except ImportError:
         raise ValueError("no --dynamodb-endpoint, and the local stack (a development checkout's devstack) is not "
                          "installed to start an emulator: pass --dynamodb-endpoint URL") from None
     log.info("no --dynamodb-endpoint: starting a local DynamoDB emulator")
+    credentials = {"aws_access_key_id": LOCAL_ENVIRONMENT["AWS_ACCESS_KEY_ID"],
+                   "aws_secret_access_key": LOCAL_ENVIRONMENT["AWS_SECRET_ACCESS_KEY"]}
     try:
         emulator = LocalEmulator().start()
     except EmulatorError as error:
         raise ValueError(str(error)) from None
     try:
-        yield emulator.client("dynamodb")
+        yield emulator.client("dynamodb"), data_plane_client(emulator.endpoint, region=REGION, credentials=credentials)
     finally:
         emulator.stop()
 
