@@ -27,7 +27,7 @@ from devstack.demo import Producer, Stack, batches, totals, wait_until_drained
 from processor.engine import FlushPolicy, ShardEngine
 from processor.model import Record
 from processor.replay import read_lines, replay, route
-from processor.dynamodb.client import ensure_tables
+from processor.dynamodb.client import data_plane_for, ensure_tables
 from processor.store import ShardStore
 from processor.analytics import layout
 from processor.dynamodb.sink import Sink
@@ -147,7 +147,7 @@ def run_live(sorted_events: str, client: Any, table: str, settings: Settings, wo
     adapter = settings.build_adapter()
     ensure_tables(client, table, metrics_table=metrics_table_of(table))
     ledger = FlushLedger(metrics_table_of(table))
-    sink = settings.build_sink(ledger.client(client), adapter, table, metrics_table_of(table))
+    sink = settings.build_sink(ledger.client(data_plane_for(client)), adapter, table, metrics_table_of(table))
     engine = ShardEngine("shardId-000000000000", adapter, ShardStore(str(workdir / "live-state"), settings.retention_seconds),
                          ledger.sink(sink), JsonlDeadLetters(str(workdir / "live-dead-letters.jsonl")),
                          FlushPolicy(max_records=10**12, max_seconds=float("inf")))
@@ -175,7 +175,7 @@ def run_catchup(events: str, client: Any, table: str, settings: Settings, workdi
     adapter = settings.build_adapter()
     ensure_tables(client, table, metrics_table=metrics_table_of(table))
     ledger = FlushLedger(metrics_table_of(table))
-    sink = settings.build_sink(ledger.client(client), adapter, table, metrics_table_of(table))
+    sink = settings.build_sink(ledger.client(data_plane_for(client)), adapter, table, metrics_table_of(table))
     dead_letters = JsonlDeadLetters(str(workdir / "catchup-dead-letters.jsonl"))
     with cpu_window() as window:
         replay(read_lines(events), adapter, ledger.sink(sink), dead_letters, shards=SHARDS,

@@ -50,6 +50,8 @@ USER_AGENT = "conversation-state-processor/dataplane awscrt"
 #: as `processor.dynamodb.client.dynamodb_client`: a dead endpoint fails fast, a slow answer is awaited
 CONNECT_TIMEOUT = 5.0
 READ_TIMEOUT = 30.0
+#: statuses whose responses never have a body (RFC 9110), whatever their headers say
+BODILESS = frozenset({204, 304})
 #: a response head larger than this is no DynamoDB answer
 MAX_HEAD_BYTES = 64 * 1024
 #: read at most this much per receive (more would be allocated, and freed, for every read)
@@ -234,7 +236,7 @@ class Connection:
         version, status, reason, headers = self._read_head()
         while 100 <= status < 200:  # an interim answer (100 Continue) is skipped
             version, status, reason, headers = self._read_head()
-        body, delimited = self._read_body(headers)
+        body, delimited = (b"", True) if status in BODILESS else self._read_body(headers)
         connection = headers.get("connection", "").lower()
         reusable = delimited and "close" not in connection and (version != "HTTP/1.0" or "keep-alive" in connection)
         return Response(status, reason, headers, body, reusable)
@@ -258,6 +260,8 @@ class Connection:
             return self._read_chunked(), True
         length = headers.get("content-length")
         if length is not None:
+            if not length.isdigit():  # negative, repeated or garbage: no telling where the answer ends
+                raise _Broken(f"bad Content-Length {length[:20]!r}")
             return self._read_exactly(int(length)), True
         return self._read_to_close(), False
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import datetime
 import socket
 import ssl
@@ -420,11 +421,16 @@ def test_a_refused_connection_is_retryable():
     assert is_retryable(raised.value)
 
 
-@pytest.mark.parametrize("misbehaviour", ["closes at once", "closes mid-answer", "garbage"])
+@pytest.mark.parametrize("misbehaviour", ["closes at once", "closes mid-answer", "garbage", "negative length",
+                                          "two lengths"])
 def test_a_dropped_or_broken_answer_is_retryable(peer, misbehaviour):
     whole = http_response(200, wire({"Item": ITEM}))
+    length = re.search(rb"Content-Length: \d+", whole).group()
     acts = {"closes at once": lambda sock: None, "closes mid-answer": lambda sock: sock.sendall(whole[:len(whole) // 2]),
-            "garbage": lambda sock: sock.sendall(b"SSH-2.0-OpenSSH\r\n\r\n")}
+            "garbage": lambda sock: sock.sendall(b"SSH-2.0-OpenSSH\r\n\r\n"),
+            # never read as an empty body ("no such item"): a wrong value, not a retry, would follow
+            "negative length": lambda sock: sock.sendall(whole.replace(length, b"Content-Length: -1")),
+            "two lengths": lambda sock: sock.sendall(whole.replace(length, length + b"\r\n" + length))}
     _, ours = clients(peer(lambda _: acts[misbehaviour]).url)
     with pytest.raises(ConnectionClosedError) as raised:
         ours.get_item(**ANSWERS["get_item"][0])
@@ -519,3 +525,12 @@ def test_a_client_that_is_not_boto3_s_is_its_own_data_plane():
 def _botocore_client() -> Any:
     return botocore.session.get_session().create_client("dynamodb", region_name="us-east-1",
                                                         aws_access_key_id="a", aws_secret_access_key="b")
+
+
+def test_a_bodiless_status_is_not_read_until_the_read_timeout(peer):
+    """A 204 has no body whatever its headers say: the connection's next answer follows at once."""
+    answer = b"HTTP/1.1 204 No Content\r\nx-amzn-RequestId: REQ1\r\n\r\n"
+    _, ours = clients(peer(answer).url)
+    started = time.monotonic()
+    assert ours.put_item(TableName="t", Item=ITEM)["ResponseMetadata"]["HTTPStatusCode"] == 204
+    assert time.monotonic() - started < 5
