@@ -17,15 +17,14 @@ from devstack.storm import StormShape, write_storm
 from processor.analytics.reader import MetricsReader
 from processor.config import Settings
 from processor.deadletters import JsonlDeadLetters
-from processor.dynamodb.client import data_plane_client, dynamodb_client, ensure_table, ensure_tables
+from processor.dynamodb.client import data_plane_client, dynamodb_client, ensure_tables
 from processor.dynamodb.dataplane import DataPlaneClient
 from processor.dynamodb.retry import is_retryable, is_throttling
-from processor.dynamodb.sink import DynamoSink
 from processor.replay import read_lines, replay
 from tests.conftest import table_items
 from tests.metrics_oracle import expected_rows
 from tests.scenarios.engine import scenarios as engine_scenarios
-from tests.scenarios.sink import derive, scenarios as sink_scenarios, state
+from tests.scenarios.sink import scenarios as sink_scenarios
 
 DATA_PLANE = ("put_item", "get_item", "batch_get_item", "batch_write_item", "update_item", "transact_write_items")
 BLOB = bytes(range(256))
@@ -190,23 +189,6 @@ def test_sink_scenario_holds_on_the_data_plane(scenario, split, table, tmp_path)
 @pytest.mark.parametrize("scenario", engine_scenarios.params())
 def test_engine_scenario_holds_on_the_data_plane(scenario, split, table, tmp_path):
     scenario(split, table, tmp_path)
-
-
-def test_throttled_writes_on_the_data_plane_are_retried_and_nothing_is_lost():
-    with LocalEmulator(throttle=0.3, seed=11) as throttled:
-        control = dynamodb_client(throttled.endpoint, region="us-east-1")
-        ensure_table(control, "conversations")
-        sink = DynamoSink(data_plane_client(throttled.endpoint, region="us-east-1"), "conversations", derive)
-        states = {f"c{i}": state(("queueId", 1, f"q{i}")) for i in range(300)}
-        sink.write(states)
-        for written in states.values():
-            written.registers["agentUserId"] = (2, "a")
-        sink.write(states)
-        found = sink.read(states)
-        items = table_items(control, "conversations")
-    assert sink.counters.throttles > 0, sink.counters
-    assert len(found) == 300 and len(items) == 300
-    assert all(item["version"] == 2 and item["agentUserId"] == "a" for item in items.values())
 
 
 def test_throttled_transactions_on_the_data_plane_keep_the_metrics_exact(tmp_path):

@@ -11,7 +11,7 @@ from devstack.storm import StormShape, write_storm
 from processor.analytics.reader import MetricsReader
 from processor.config import Settings
 from processor.deadletters import JsonlDeadLetters
-from processor.dynamodb.client import dynamodb_client, ensure_table, ensure_tables
+from processor.dynamodb.client import data_plane_client, dynamodb_client, ensure_table, ensure_tables
 from processor.replay import read_lines, replay
 from tests.metrics_oracle import expected_rows
 from processor.dynamodb.sink import DynamoSink
@@ -24,11 +24,12 @@ def test_sink_scenario_holds(scenario, dynamodb, table, tmp_path):
     scenario(dynamodb, table, tmp_path)
 
 
-def test_throttling_is_retried_with_backoff_and_nothing_is_lost():
+@pytest.mark.parametrize("data_plane", [dynamodb_client, data_plane_client], ids=["boto3", "data plane"])
+def test_throttling_is_retried_with_backoff_and_nothing_is_lost(data_plane):
     with LocalEmulator(throttle=0.3, seed=11) as throttled:
         client = dynamodb_client(throttled.endpoint, region="us-east-1")
         ensure_table(client, "conversations")
-        sink = DynamoSink(client, "conversations", derive)
+        sink = DynamoSink(data_plane(throttled.endpoint, region="us-east-1"), "conversations", derive)
         states = {f"c{i}": state(("queueId", 1, f"q{i}")) for i in range(300)}
         sink.write(states)
         for s in states.values():
