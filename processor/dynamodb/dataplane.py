@@ -11,7 +11,11 @@ with the same keyword arguments, responses and errors as boto3, and little else:
 * SigV4 is signed by the AWS CRT (`awscrt`, the signer botocore itself uses with its `crt` extra),
   with botocore's credentials: the standard provider chain, refreshed as botocore refreshes it;
 * the request goes out in one write on a pooled keep-alive HTTP/1.1 connection (`Pool`), and
-  the response is read by a small reader of our own (status, headers, Content-Length or chunked).
+  the response is read by a small reader of our own (status, headers, Content-Length or chunked):
+  urllib3 alone cost 0.45 ms of CPU per request here, http.client 0.15 ms, this 0.04 ms.
+
+`bench/client_cpu.py` measures both clients side by side (0.13 to 0.21 ms per request against an
+instant peer where boto3 takes 1.2 to 2.5 ms; a 100-item BatchGetItem 2.1 ms against 27 ms).
 
 What boto3 knows stays boto3's: region and endpoint resolution (a botocore client made once, see
 `processor.dynamodb.client.data_plane_client`), the error classes and the modeled fields of each
@@ -23,8 +27,10 @@ retries.
 Left out on purpose: client-side parameter validation (DynamoDB validates: a malformed call fails
 as ValidationException or SerializationException instead of ParamValidationError), `B`/`BS` given
 as str (boto3 encodes a str as UTF-8; here binary values must be bytes, as boto3 returns them),
-botocore's own retries (off in this project), HTTP proxies (the factory hands out boto3's client
-where one is configured), and account-based endpoints (the regional endpoint serves every account).
+botocore's own retries (off in this project, yet boto3 still reports a retryable error as having
+"reached max retries"; here `RetryAttempts` is 0 and the message plain), HTTP proxies (the factory
+hands out boto3's client where one is configured), and account-based endpoints (the regional
+endpoint serves every account).
 """
 from __future__ import annotations
 
@@ -268,7 +274,10 @@ class Connection:
     def _read_chunked(self) -> bytes:
         chunks = []
         while True:
-            size = int(self._read_until(b"\r\n").split(b";", 1)[0], 16)
+            size_text = self._read_until(b"\r\n").split(b";", 1)[0].strip()
+            if not size_text or size_text.strip(b"0123456789abcdefABCDEF"):  # a sign or garbage: not a size
+                raise _Broken(f"bad chunk size {size_text[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:
                 while self._read_until(b"\r\n"):  # trailers, up to the empty line
                     pass

@@ -422,7 +422,7 @@ def test_a_refused_connection_is_retryable():
 
 
 @pytest.mark.parametrize("misbehaviour", ["closes at once", "closes mid-answer", "garbage", "negative length",
-                                          "two lengths"])
+                                          "two lengths", "negative chunk"])
 def test_a_dropped_or_broken_answer_is_retryable(peer, misbehaviour):
     whole = http_response(200, wire({"Item": ITEM}))
     length = re.search(rb"Content-Length: \d+", whole).group()
@@ -430,7 +430,9 @@ def test_a_dropped_or_broken_answer_is_retryable(peer, misbehaviour):
             "garbage": lambda sock: sock.sendall(b"SSH-2.0-OpenSSH\r\n\r\n"),
             # never read as an empty body ("no such item"): a wrong value, not a retry, would follow
             "negative length": lambda sock: sock.sendall(whole.replace(length, b"Content-Length: -1")),
-            "two lengths": lambda sock: sock.sendall(whole.replace(length, length + b"\r\n" + length))}
+            "two lengths": lambda sock: sock.sendall(whole.replace(length, length + b"\r\n" + length)),
+            "negative chunk": lambda sock: sock.sendall(whole.split(b"\r\n\r\n")[0].replace(length, b"Transfer-Encoding: "
+                                                         b"chunked") + b"\r\n\r\n-5\r\nabc\r\n0\r\n\r\n")}
     _, ours = clients(peer(lambda _: acts[misbehaviour]).url)
     with pytest.raises(ConnectionClosedError) as raised:
         ours.get_item(**ANSWERS["get_item"][0])
