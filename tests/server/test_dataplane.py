@@ -8,21 +8,14 @@ from __future__ import annotations
 import socket
 from typing import Any, Callable
 
-import orjson
 import pytest
 from botocore.exceptions import ClientError, EndpointConnectionError
 
 from devstack.emulator import LocalEmulator
-from devstack.storm import StormShape, write_storm
-from processor.analytics.reader import MetricsReader
-from processor.config import Settings
-from processor.deadletters import JsonlDeadLetters
-from processor.dynamodb.client import data_plane_client, dynamodb_client, ensure_tables
+from processor.dynamodb.client import data_plane_client, dynamodb_client
 from processor.dynamodb.dataplane import DataPlaneClient
 from processor.dynamodb.retry import is_retryable, is_throttling
-from processor.replay import read_lines, replay
 from tests.conftest import table_items
-from tests.metrics_oracle import expected_rows
 from tests.scenarios.engine import scenarios as engine_scenarios
 from tests.scenarios.sink import scenarios as sink_scenarios
 
@@ -189,21 +182,3 @@ def test_sink_scenario_holds_on_the_data_plane(scenario, split, table, tmp_path)
 @pytest.mark.parametrize("scenario", engine_scenarios.params())
 def test_engine_scenario_holds_on_the_data_plane(scenario, split, table, tmp_path):
     scenario(split, table, tmp_path)
-
-
-def test_throttled_transactions_on_the_data_plane_keep_the_metrics_exact(tmp_path):
-    """I12 through the retry path, with the data plane writing and the metrics reader reading."""
-    events = tmp_path / "storm.jsonl"
-    write_storm(str(events), StormShape(conversations=60, seed=5))
-    settings = Settings()
-    adapter = settings.build_adapter()
-    with LocalEmulator(throttle=0.3, seed=3) as throttled:
-        ensure_tables(dynamodb_client(throttled.endpoint, region="us-east-1"), settings.table,
-                      metrics_table=settings.metrics_table)
-        data_plane = data_plane_client(throttled.endpoint, region="us-east-1")
-        sink = settings.build_sink(data_plane, adapter)
-        replay(read_lines(str(events)), adapter, sink, JsonlDeadLetters(str(tmp_path / "dead.jsonl")), shards=2,
-               flush_records=100)
-        rows = MetricsReader(data_plane, settings.metrics_table, settings.interval_minutes).rows()
-    assert sink.counters.throttles > 0 and sink.counters.transactions > 0, sink.counters
-    assert rows == expected_rows(orjson.loads(line) for line in read_lines(str(events)))

@@ -43,16 +43,19 @@ def test_throttling_is_retried_with_backoff_and_nothing_is_lost(data_plane):
     assert len(items) == 300
 
 
-def test_throttled_transactions_are_retried_and_the_metrics_stay_exact(tmp_path):
+@pytest.mark.parametrize("data_plane", [dynamodb_client, data_plane_client], ids=["boto3", "data plane"])
+def test_throttled_transactions_are_retried_and_the_metrics_stay_exact(tmp_path, data_plane):
     """A third of the data-plane requests throttled, transactions included: the metrics read back
-    equal the independent oracle's over the same events (I12 through the retry path)."""
+    equal the independent oracle's over the same events (I12 through the retry path), with either
+    client writing and reading."""
     events = tmp_path / "storm.jsonl"
     write_storm(str(events), StormShape(conversations=60, seed=5))
     settings = Settings()
     adapter = settings.build_adapter()
     with LocalEmulator(throttle=0.3, seed=3) as throttled:
-        client = dynamodb_client(throttled.endpoint, region="us-east-1")
-        ensure_tables(client, settings.table, metrics_table=settings.metrics_table)
+        ensure_tables(dynamodb_client(throttled.endpoint, region="us-east-1"), settings.table,
+                      metrics_table=settings.metrics_table)
+        client = data_plane(throttled.endpoint, region="us-east-1")
         sink = settings.build_sink(client, adapter)
         replay(read_lines(str(events)), adapter, sink, JsonlDeadLetters(str(tmp_path / "dead.jsonl")), shards=2,
                flush_records=100)
