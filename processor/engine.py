@@ -29,7 +29,7 @@ from processor import codec
 from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
 from processor.decode import decode
-from processor.analytics.sessions import PREFIX as SESSION_PREFIX, is_session, participant_of
+from processor.analytics.sessions import is_session, participant_of
 from processor.limits import (MAX_SESSION_PARTICIPANTS, Unstorable, check_event_time, check_partition_key,
                               check_session, plainly_storable, storable)
 from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
@@ -166,7 +166,7 @@ class ShardEngine:
         """`event` with its values as DynamoDB stores them (the event itself, in the common case)."""
         time_ms = event.time_ms
         for stamp, value in event.sets.values():  # the common case first: plain values at the event's time
-            if (stamp != time_ms and stamp != -time_ms) or (value.__class__ is not str and not plainly_storable(value)):
+            if (stamp != time_ms and stamp != -time_ms) or not plainly_storable(value):
                 break
         else:
             return event
@@ -196,10 +196,8 @@ class ShardEngine:
         """`event` without a session the metrics cannot keep (dead-lettered, I15): ids too long for a
         metrics key, numbers beyond what sums may reach, a participant beyond
         `MAX_SESSION_PARTICIPANTS` (sessions are bookkeeping no size limit trims)."""
-        for name in event.sets:
-            if name[:1] == SESSION_PREFIX:
-                break
-        else:
+        name = next((name for name in event.sets if is_session(name)), None)
+        if name is None:
             return event
         reason = check_session(event.sets[name][1])
         if reason is None and not _admits_participant(self._touched[event.conversation_id].registers, name):

@@ -60,12 +60,9 @@ def session_register(subtopic: str, body: Mapping[str, Any], time_ms: int) -> tu
 
 def _plain(value: Any) -> Any:
     """Strings and whole numbers as they are; anything else as None (metrics read only these)."""
-    kind = value.__class__
-    if kind is str or kind is int:
-        return value
-    if kind is bool:
+    if isinstance(value, bool):
         return None
-    if isinstance(value, (str, int)):  # subclasses, which decoded JSON does not make
+    if isinstance(value, (str, int)):
         return value
     if isinstance(value, float) and value.is_integer():
         return int(value)
