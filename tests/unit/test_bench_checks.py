@@ -221,7 +221,9 @@ def test_tree_cpu_counts_the_daemon_apart_and_every_descendant_once_to_its_end(t
 
 def test_tree_cpu_follows_a_real_process_tree_to_its_exact_total():
     burn = f"{sys.executable} -c 'import time; t = time.process_time()\nwhile time.process_time() - t < 0.4: pass'"
-    process = subprocess.Popen(["sh", "-c", f"{burn} & {burn}; wait"])
+    # The shell outlives its children a moment, as the KCL daemon does: the sampler then sees their
+    # exact total in its reaped time (a root that exits with them leaves only their last samples).
+    process = subprocess.Popen(["sh", "-c", f"{burn} & {burn}; wait; sleep 0.3"])
     cpu = TreeCpu(process.pid, interval=0.05, discover_every=0.05).start()
     _, _, usage = os.wait4(process.pid, 0)  # the shell's own time and everything it waited for, exactly
     process.returncode = 0  # reaped here: Popen must not wait for it again
