@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,7 +18,7 @@ from typing import Iterator
 import pytest
 
 from processor.config import Settings
-from devstack.demo import (Producer, Stack, batches, closed_shards, lease_checkpoints, lease_owners, replay_matches,
+from devstack.demo import (Producer, Stack, batches, lease_checkpoints, lease_owners, replay_matches,
                             totals, wait_until_drained)
 from processor.replay import read_lines
 from devstack.storm import StormShape, write_storm
@@ -169,19 +170,28 @@ def test_two_workers_share_leases_survive_failover_and_a_zombie_cannot_overwrite
         assert replay_matches(stack, events, settings.build_adapter(), shards=4) == (True, True)
 
 
-def stalled_at_shard_end(producer: Producer, checkpoints: dict[str, str], closed: set[str]) -> set[str]:
-    """Closed shards checkpointed at their last record that never reached SHARD_END.
+#: KCL's line once a shard's last batch went through its record processor (ProcessTask)
+END_OF_SHARD = re.compile(r"Reached end of shard (shardId-\d+), and processed")
+
+
+def stalled_at_shard_end(stack: Stack) -> set[str]:
+    """Shards whose last batch the workers processed, as their logs say, that never reached SHARD_END.
 
     The signature of a race in KCL 2.5.8, the version the local jars bundle: when a shard's first
     batch is also its end (a split child that a merge closed before its consumer started), the
     batch can be handled before the scheduler finishes initializing the consumer, which then moves
-    to SHUTDOWN_COMPLETE without running its ShutdownTask: no SHARD_END checkpoint, and the merged
-    child waits for ever (amazon-kinesis-client issue 837, fixed by pull request 1319 in KCL 2.6.0;
-    the official amazon-kclpy 3.x that production installs bundles KCL 3 with the fix). A thread
-    dump of a stalled run shows it: the shard's prefetcher still running, no task for its consumer.
+    to SHUTDOWN_COMPLETE without running its ShutdownTask: shard_ended is never called, so no
+    SHARD_END checkpoint, and the merged child waits for ever (amazon-kinesis-client issue 837,
+    fixed by pull request 1319 in KCL 2.6.0; the official amazon-kclpy 3.x that production
+    installs bundles KCL 3 with the fix). A thread dump of a stalled run shows it: the shard's
+    prefetcher still running, no task for its consumer. The checkpoint itself may sit anywhere
+    before the end: the child checkpoints only what a due flush returns, and held stamps keep
+    it behind the last record until shard_ended's final flush.
     """
-    return {shard for shard in closed if checkpoints.get(shard, "").isdigit()
-            and int(checkpoints[shard]) >= producer.last_sequence.get(shard, 0)}
+    ended = {match.group(1) for daemon in stack.daemons if daemon.log_path.exists()
+             for match in END_OF_SHARD.finditer(daemon.log_path.read_text(errors="replace"))}
+    checkpoints = lease_checkpoints(stack.dynamodb)
+    return {shard for shard in ended if checkpoints.get(shard) != "SHARD_END"}
 
 
 def drain_across_the_kcl_2_5_8_race(stack: Stack, producer: Producer, timeout: float) -> int:
@@ -193,7 +203,7 @@ def drain_across_the_kcl_2_5_8_race(stack: Stack, producer: Producer, timeout: f
             wait_until_drained(stack, producer, timeout=timeout)
             return replacement
         except TimeoutError:
-            stalled = stalled_at_shard_end(producer, lease_checkpoints(stack.dynamodb), closed_shards(stack.kinesis))
+            stalled = stalled_at_shard_end(stack)
             if not stalled:
                 raise
             print(f"KCL 2.5.8 shard-end race on {sorted(stalled)}: replacing the worker", file=sys.stderr)
