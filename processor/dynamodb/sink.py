@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 from botocore.exceptions import ClientError
 
 from processor.analytics.sessions import is_session, participant_of
-from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, item_size, to_item
+from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, to_item
 from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Transaction
 from processor.dynamodb.retry import GaveUp, full_jitter, until_processed, with_retries
 from processor.model import Refusal
@@ -148,7 +148,7 @@ class DynamoSink:
         when a merge gave the state a metric delta: it must go in a transaction (I12)."""
         refusals: list[Refusal] = []
         for conflict in range(MAX_CONFLICT_ROUNDS):
-            item, dropped = fitted_item(conversation_id, state, state.version + 1, self._derive, self._retention)
+            item, _, dropped = fitted_item(conversation_id, state, state.version + 1, self._derive, self._retention)
             refusals += self._refuse([Refusal(conversation_id, name, register, "item over DynamoDB's 400 KB limit")
                                       for name, register in dropped], on_refused)
             try:
@@ -192,10 +192,10 @@ class DynamoSink:
             for cid, state in pending.items():
                 change = metrics.delta(state)
                 written[cid] = state if metrics.fits(change) else self._stage(cid, state, stored)
-                items[cid], dropped = fitted_item(cid, written[cid], state.version + 1, self._derive, self._retention)
+                items[cid], sizes[cid], dropped = fitted_item(cid, written[cid], state.version + 1, self._derive,
+                                                              self._retention)
                 refusals += self._refuse([Refusal(cid, name, register, "item over DynamoDB's 400 KB limit")
                                           for name, register in dropped], on_refused)
-                sizes[cid] = item_size(items[cid])
                 # a stage, or a field given way to the size limit, has a delta of its own
                 fitted_as_is = written[cid] is state and not dropped
                 deltas[cid] = change if fitted_as_is else metrics.delta_of(written[cid], state.base)

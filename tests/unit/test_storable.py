@@ -9,7 +9,8 @@ from hypothesis import given, settings, strategies as st
 
 from processor import codec
 from processor.adapters.genesys import GenesysAdapter
-from processor.dynamodb.item import Retention, fitted_item, from_item, item_size, number, serialize, to_item
+from processor.dynamodb.item import (Retention, fitted_item, from_item, item_size, number, serialize, size_bound,
+                                     to_item)
 from processor.limits import (EARLIEST_EVENT_MS, ITEM_BUDGET_BYTES, MAX_DEPTH, Unstorable, check_event_time,
                               check_partition_key, oversized_fields, storable)
 from processor.reduce import ConversationState, canonical, same_value
@@ -98,13 +99,40 @@ def test_an_item_over_400_kb_keeps_everything_but_its_largest_field():
     big = "x" * 230_000
     state = ConversationState({"attributes": (2000, {"notes": big}), "wrapupCode": (3000, big + "y" * 100),
                                "queueId": (4000, "Q1"), "startTime": (-1000, 1000)}, [1])
-    item, dropped = fitted_item("c1", state, 1, derive, None)
+    item, size, dropped = fitted_item("c1", state, 1, derive, None)
     assert [name for name, _ in dropped] == ["wrapupCode"]
     assert dropped[0][1] == (3000, big + "y" * 100)
-    assert item_size(item) <= ITEM_BUDGET_BYTES
+    assert size == item_size(item) <= ITEM_BUDGET_BYTES
     assert item["wrapupCode"] == {"NULL": True} and item["_t"]["M"]["wrapupCode"] == {"N": "3000"}  # stamp kept
     assert state.registers["wrapupCode"] == (3000, None)  # local state equals the item
     assert item["queueId"] == {"S": "Q1"} and item["attributes"]["M"]["notes"]["S"] == big
+
+
+_ATTRIBUTE_VALUES = st.recursive(
+    st.builds(lambda text: {"S": text}, st.text(max_size=8))
+    | st.builds(lambda number: {"N": number}, st.integers(-(10 ** 40), 10 ** 40).map(str)
+                | st.floats(allow_nan=False, allow_infinity=False).map(repr) | st.just("0") | st.just("-0.000120"))
+    | st.builds(lambda data: {"B": data}, st.binary(max_size=10))
+    | st.booleans().map(lambda flag: {"BOOL": flag}) | st.just({"NULL": True})
+    | st.builds(lambda texts: {"SS": texts}, st.lists(st.text(max_size=4), min_size=1, max_size=3, unique=True))
+    | st.builds(lambda blobs: {"BS": blobs}, st.lists(st.binary(max_size=4), min_size=1, max_size=3, unique=True)),
+    lambda inner: st.builds(lambda values: {"L": values}, st.lists(inner, max_size=4))
+    | st.builds(lambda values: {"M": values}, st.dictionaries(st.text(max_size=4), inner, max_size=4)),
+    max_leaves=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.text(min_size=1, max_size=6), _ATTRIBUTE_VALUES, min_size=1, max_size=5))
+def test_the_cheap_size_bound_is_never_below_the_size_dynamodb_counts(item):
+    """`fitted_item` skips the exact size when the bound is under the limit: a bound below the
+    exact size would let an oversized item through."""
+    assert size_bound(item) >= item_size(item)
+
+
+def test_a_fitted_item_reports_a_size_no_smaller_than_its_own():
+    state = ConversationState({"queueId": (4000, "Q\u00e9\U0001f600"), "startTime": (-1000, 10 ** 30)}, [1, 2])
+    item, size, dropped = fitted_item("c1", state, 1, derive, None)
+    assert size >= item_size(item) and not dropped
 
 
 def test_every_item_expires_ended_after_its_end_others_after_their_last_event():
