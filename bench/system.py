@@ -25,6 +25,7 @@ from devstack.emulator import LocalEmulator
 from processor.replay import read_lines, replay
 from processor.dynamodb.sink import NullSink
 from processor.dynamodb.client import dynamodb_client
+from processor.runtime import tune_gc
 from devstack.storm import StormShape, storm
 
 
@@ -84,6 +85,7 @@ def main() -> None:
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--out", required=True)
     args = parser.parse_args()
+    tune_gc()  # the collector as every `processor` command sets it; the peers get the same, for a fair race
     workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     if args.system == "curve":
