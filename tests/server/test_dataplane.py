@@ -1,8 +1,8 @@
 """The data-plane client against moto over HTTP, beside boto3's client: each of the six calls,
 made by both on the same stored state, gets the same answer or the same error (binary values,
 ALL_OLD items of failed conditions, cancellation reasons, validation, missing tables, unprocessed
-parts); throttling and a refused connection are retryable; and the sink, dead-letter, engine and
-metrics scenarios hold with the data plane on it, as they hold on boto3's client."""
+parts); throttling and a refused connection are retryable. The sink and engine scenarios of this
+tier run on it (the `split` fixture of conftest.py), as the processor does."""
 from __future__ import annotations
 
 import socket
@@ -13,13 +13,9 @@ from botocore.exceptions import ClientError, EndpointConnectionError
 
 from devstack.emulator import LocalEmulator
 from processor.dynamodb.client import data_plane_client, dynamodb_client
-from processor.dynamodb.dataplane import DataPlaneClient
 from processor.dynamodb.retry import is_retryable, is_throttling
 from tests.conftest import table_items
-from tests.scenarios.engine import scenarios as engine_scenarios
-from tests.scenarios.sink import scenarios as sink_scenarios
 
-DATA_PLANE = ("put_item", "get_item", "batch_get_item", "batch_write_item", "update_item", "transact_write_items")
 BLOB = bytes(range(256))
 CONDITION = "attribute_not_exists(#id) OR #v = :expected"
 
@@ -90,29 +86,6 @@ CASES: dict[str, tuple[str, Callable[[str], dict[str, Any]], list[dict[str, Any]
 }
 
 
-@pytest.fixture(scope="module")
-def data_plane(emulator) -> DataPlaneClient:
-    client = data_plane_client(emulator.endpoint, region="us-east-1")
-    assert isinstance(client, DataPlaneClient)
-    return client
-
-
-class Split:
-    """boto3's client with the six data-plane calls made by the data-plane client, as the processor
-    splits them: one object for the scenarios, which were written for one client."""
-
-    def __init__(self, control: Any, data_plane: Any):
-        self._control, self._data_plane = control, data_plane
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._data_plane if name in DATA_PLANE else self._control, name)
-
-
-@pytest.fixture
-def split(dynamodb, data_plane) -> Split:
-    return Split(dynamodb, data_plane)
-
-
 def outcome(call: Callable[[], Any]) -> Any:
     try:
         return call()
@@ -169,16 +142,3 @@ def test_a_refused_connection_is_retryable():
     with pytest.raises(EndpointConnectionError) as raised:
         data_plane_client(endpoint, region="us-east-1").get_item(TableName="t", Key={"conversationId": {"S": "c"}})
     assert is_retryable(raised.value)
-
-
-# ---- the processor's writers and readers on the data plane ------------------------------------------------
-
-
-@pytest.mark.parametrize("scenario", sink_scenarios.params())
-def test_sink_scenario_holds_on_the_data_plane(scenario, split, table, tmp_path):
-    scenario(split, table, tmp_path)
-
-
-@pytest.mark.parametrize("scenario", engine_scenarios.params())
-def test_engine_scenario_holds_on_the_data_plane(scenario, split, table, tmp_path):
-    scenario(split, table, tmp_path)

@@ -1,5 +1,6 @@
 """The DynamoDB sink and dead-letter table against moto over HTTP: every scenario of
-tests/scenarios/sink.py (I5, I6, I7, I8, I9), as tests/unit runs them on the twin; and throttling
+tests/scenarios/sink.py (I5, I6, I7, I8, I9), as tests/unit runs them on the twin, on the processor's
+split of clients (conftest.py); and throttling
 injected by the emulator itself (transactions included), retried until nothing is lost."""
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from tests.scenarios.sink import derive, scenarios, state
 
 
 @pytest.mark.parametrize("scenario", scenarios.params())
-def test_sink_scenario_holds(scenario, dynamodb, table, tmp_path):
-    scenario(dynamodb, table, tmp_path)
+def test_sink_scenario_holds(scenario, split, table, tmp_path):
+    scenario(split, table, tmp_path)
 
 
 @pytest.mark.parametrize("data_plane", [dynamodb_client, data_plane_client], ids=["boto3", "data plane"])
