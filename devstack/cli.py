@@ -33,6 +33,16 @@ def register(commands: argparse._SubParsersAction) -> None:
                         "one object per cell with any non-zero metric")
     parser.add_argument("--report", help="write the run's counts here as JSON")
     parser.add_argument("--workdir", help="keep logs, state and settings here (default: a temporary directory)")
+    parser.add_argument("--arrivals-per-second", type=float, default=StormShape.arrivals_per_second,
+                        help="new conversations per second of event time in the generated storm (default "
+                        f"{StormShape.arrivals_per_second:g}; lower spreads it over more intervals)")
+    parser.add_argument("--wallboard", action="store_true", help="serve the queue wallboard from the start (its "
+                        "tiles move as events are processed) and keep it and the stack up after the summary, "
+                        "until Ctrl-C")
+    parser.add_argument("--wallboard-port", type=int, default=8080, metavar="PORT",
+                        help="the wallboard's port on 127.0.0.1 (default 8080; 0: any free one)")
+    parser.add_argument("--wallboard-screenshot", metavar="FILE.png", help="save a screenshot of the wallboard "
+                        "while the events flow (headless Chromium; the README's picture)")
     parser.set_defaults(run=run_demo)
 
     generate = commands.add_parser("generate", help="write a realistic Genesys event storm as JSONL")
@@ -43,23 +53,30 @@ def register(commands: argparse._SubParsersAction) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from devstack.demo import run_demo as demo
+    from devstack.demo import DemoWallboard, run_demo as demo
 
     settings = load_settings(args.config)
     console = Console(stderr=True)
+    wallboard = None
+    if args.wallboard or args.wallboard_screenshot:
+        wallboard = DemoWallboard(port=args.wallboard_port, screenshot=args.wallboard_screenshot, keep=args.wallboard)
+
+    def summary(result: DemoResult) -> None:
+        if args.report:
+            write_json(args.report, result.report())
+        _summary(Console(), result, args)
+
     with workdir(args.workdir, "processor-demo-") as directory:
         events = args.events
         if events is None:
             events = os.path.join(directory, "storm.jsonl")
-            count = write_storm(events, StormShape(conversations=args.conversations))
+            shape = StormShape(conversations=args.conversations, arrivals_per_second=args.arrivals_per_second)
+            count = write_storm(events, shape)
             console.print(f"generated a Genesys storm: {count:,} events over {args.conversations:,} conversations")
         elif not os.path.exists(events):
             raise ValueError(f"events file not found: {events}")
         result = demo(Path(events), settings, args.shards, args.reshard, directory, console, export=args.export,
-                      export_metrics=args.export_metrics)
-    if args.report:
-        write_json(args.report, result.report())
-    _summary(Console(), result, args)
+                      export_metrics=args.export_metrics, wallboard=wallboard, summary=summary)
     return 0 if result.matches_replay and result.metrics_match_replay else 1
 
 

@@ -11,18 +11,22 @@
      export the table, write the report, and check the table against `processor replay` of the
      same events.
 
+With `--wallboard`, the queue wallboard (`processor wallboard`) is served from the start, so its
+tiles move while the events flow, and the stack stays up after the summary until Ctrl-C.
+
 Progress and counts come from what production emits, nothing the harness asks for: each child's
 CloudWatch EMF lines, which the daemon echoes into its log, and the checkpoints in the lease table.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 import orjson
 
@@ -311,16 +315,81 @@ def _projections(dynamodb: Any, table: str) -> dict[str, dict]:
             for item in scan_items(dynamodb, table)}
 
 
+@dataclass(frozen=True)
+class DemoWallboard:
+    """`processor demo --wallboard` and `--wallboard-screenshot`: the wallboard on the demo's stack."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    screenshot: str | None = None  # a PNG of the board, taken while the events flow
+    keep: bool = False  # after the summary, keep the stack and the wallboard up until Ctrl-C
+
+
+#: the screenshot is taken once this share of the events is processed: mid-storm, tiles moving,
+#: calls waiting (the newest interval of a finished storm is its quiet tail)
+SCREENSHOT_SHARE = 0.5
+
+
+class DemoBoard:
+    """The wallboard being served on the demo's stack, at `url`."""
+
+    def __init__(self, url: str, options: DemoWallboard, console: Any):
+        self.url, self.options, self.console = url, options, console
+        self._screenshot_due = options.screenshot is not None
+
+    def progress(self, processed: int, total: int) -> None:
+        if processed >= SCREENSHOT_SHARE * total:
+            self.take_screenshot()
+
+    def take_screenshot(self) -> None:
+        """Save the board (once), if asked to: mid-run, or at the end of a run too quick to catch."""
+        if not self._screenshot_due:
+            return
+        from devstack.browser import screenshot
+
+        self._screenshot_due = False
+        screenshot(self.url, self.options.screenshot)
+        self.console.print(f"wallboard screenshot: {self.options.screenshot}")
+
+    def hold(self) -> None:
+        """Block until Ctrl-C, the stack and the board still up."""
+        self.console.print(f"wallboard: {self.url} (the local stack stays up); Ctrl-C stops everything")
+        try:
+            while True:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            self.console.print("stopping the wallboard and the local stack")
+
+
+@contextlib.contextmanager
+def demo_board(stack: Stack, options: DemoWallboard | None, console: Any) -> Iterator[DemoBoard | None]:
+    """The wallboard over the stack's metrics table while the block runs (None: not asked for)."""
+    if options is None:
+        yield None
+        return
+    from processor.wallboard.server import BoardReader, BoardSource, WallboardServer, serving
+
+    settings, table = stack.settings, stack.settings.metrics_table
+    # its own client: the screens' reads never wait on the demo's connections, nor the demo on theirs
+    reader = MetricsReader(stack.emulator.client("dynamodb"), table, settings.interval_minutes)
+    server = WallboardServer(options.host, options.port, BoardSource(BoardReader(reader, settings, table), table))
+    with serving(server) as url:
+        console.print(f"wallboard: {url} (its tiles move as the events are processed)")
+        yield DemoBoard(url, options, console)
+
+
 def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workdir: Path,
              console: Any, export: str | None = None, timeout: float = 900.0,
-             export_metrics: str | None = None) -> DemoResult:
-    """Everything `processor demo` does between parsing its arguments and printing its summary."""
+             export_metrics: str | None = None, wallboard: DemoWallboard | None = None,
+             summary: Callable[[DemoResult], None] | None = None) -> DemoResult:
+    """Everything `processor demo` does after parsing its arguments; `summary` shows the result
+    while the stack is still up (before a kept wallboard holds it until Ctrl-C)."""
     from rich.live import Live
 
     adapter = settings.build_adapter()
     started = time.perf_counter()
     split_parent = None
-    with Stack(workdir, settings, shards) as stack:
+    with Stack(workdir, settings, shards) as stack, demo_board(stack, wallboard, console) as board:
         producer = Producer(stack.kinesis, adapter)
         stack.start_daemon()
         total = sum(1 for _ in read_lines(str(events)))
@@ -330,6 +399,8 @@ def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workd
             def show(checkpoints: dict[str, str] | None = None) -> None:
                 per_shard = stack.shard_metrics()
                 live.update(progress_table(producer, total, per_shard, checkpoints or {}))
+                if board is not None:
+                    board.progress(totals(per_shard)["Events"], total)
                 if not console.is_terminal and time.monotonic() - last_line[0] >= 10:  # logs get a line
                     last_line[0] = time.monotonic()
                     done = totals(per_shard)["Events"]
@@ -352,8 +423,15 @@ def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workd
         dead_letters = count_items(stack.dynamodb, settings.dead_letter_table)
         conversations = count_items(stack.dynamodb, settings.table)
         matches, metrics_match = replay_matches(stack, events, adapter, shards)
-    return DemoResult(per_shard, checkpoints, producer.put, seconds, matches, split_parent, dead_letters,
-                      conversations, metrics, metrics_match)
+        result = DemoResult(per_shard, checkpoints, producer.put, seconds, matches, split_parent, dead_letters,
+                            conversations, metrics, metrics_match)
+        if board is not None:
+            board.take_screenshot()
+        if summary is not None:
+            summary(result)
+        if board is not None and wallboard.keep:
+            board.hold()
+    return result
 
 
 def count_items(dynamodb: Any, table: str) -> int:

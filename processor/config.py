@@ -25,7 +25,12 @@ endpoint = ""             # empty: AWS; set for a local emulator
 interval_minutes = 30     # 5, 10, 15, 30 or 60, aligned to the epoch
 service_level_seconds = 20  # answered within this counts towards the service level
 retention_days = 400      # an interval's metrics expire this long after it (gauges never)
+service_level_target_pct = 80  # `processor wallboard`: a service level % at or above this is green,
+service_level_amber_band = 10  # up to this many points below it amber, lower red
 [analytics.service_level_seconds_by_queue]  # per-queue targets: queueId = seconds
+[analytics.service_level_target_pct_by_queue]  # per-queue service level % targets: queueId = percent
+
+[queues]                  # display names (`processor wallboard`): queueId = "name"; others show a short id
 
 [inspect]                 # `processor inspect` masks every projection value but these
 show = ["status"]         # added to the adapter's own known non-PII fields
@@ -76,6 +81,10 @@ class Settings:
     service_level_seconds: float = 20.0
     metrics_retention_days: float = 400.0
     service_level_seconds_by_queue: Mapping[str, float] = field(default_factory=dict)
+    service_level_target_pct: float = 80.0
+    service_level_amber_band: float = 10.0
+    service_level_target_pct_by_queue: Mapping[str, float] = field(default_factory=dict)
+    queue_names: Mapping[str, str] = field(default_factory=dict)
     inspect_show: tuple[str, ...] = ()
     inspect_mask: tuple[str, ...] = ()
 
@@ -118,7 +127,9 @@ class Settings:
             lines.append(f"[{table}]")
             for spec in (spec for spec in SCHEMA if spec.table == table):
                 value = getattr(self, spec.field)
-                if spec.kind is dict:
+                if spec.key is None:  # the table itself
+                    lines += _toml_table(table, value)[1:]
+                elif spec.kind is dict:
                     lines += _toml_table(f"{table}.{spec.key}", value)
                 elif value is not None:
                     lines.append(f"{spec.key} = {_toml_value(list(value) if spec.kind is tuple else value)}")
@@ -127,14 +138,18 @@ class Settings:
 
 @dataclass(frozen=True)
 class Spec:
-    """Where one setting lives: its TOML table and key, and the environment variable over it."""
+    """Where one setting lives: its TOML table and key (None: the whole table is the setting, a
+    table of queueId = value), and the environment variable over it. A `dict` setting's values are
+    of kind `values`; a number is at most `maximum` where one is given."""
 
     field: str
     table: str
-    key: str
+    key: str | None
     kind: type
     environment: str | None = None
     choices: tuple[Any, ...] | None = None
+    values: type = float
+    maximum: float | None = None
 
 
 #: every setting but the [adapter] table, the one place that says where each is read from
@@ -156,11 +171,22 @@ SCHEMA = (
          choices=INTERVAL_CHOICES),
     Spec("service_level_seconds", "analytics", "service_level_seconds", float, "PROCESSOR_SERVICE_LEVEL_SECONDS"),
     Spec("metrics_retention_days", "analytics", "retention_days", float, "PROCESSOR_METRICS_RETENTION_DAYS"),
-    Spec("service_level_seconds_by_queue", "analytics", "service_level_seconds_by_queue", dict),  # last: a sub-table
+    Spec("service_level_target_pct", "analytics", "service_level_target_pct", float,
+         "PROCESSOR_SERVICE_LEVEL_TARGET_PCT", maximum=100),
+    Spec("service_level_amber_band", "analytics", "service_level_amber_band", float,
+         "PROCESSOR_SERVICE_LEVEL_AMBER_BAND", maximum=100),
+    # last in [analytics]: sub-tables
+    Spec("service_level_seconds_by_queue", "analytics", "service_level_seconds_by_queue", dict),
+    Spec("service_level_target_pct_by_queue", "analytics", "service_level_target_pct_by_queue", dict, maximum=100),
+    Spec("queue_names", "queues", None, dict, values=str),
     Spec("inspect_show", "inspect", "show", tuple),
     Spec("inspect_mask", "inspect", "mask", tuple),
 )
 TABLES = ("adapter", *dict.fromkeys(spec.table for spec in SCHEMA))
+#: the tables that are one setting each, keyed by the user's own ids
+WHOLE_TABLES = {spec.table for spec in SCHEMA if spec.key is None}
+#: what a dict setting maps each queueId to, by the kind of its values
+_TABLE_VALUES = {float: "number", str: "string"}
 
 
 def load_settings(path: str | None = None, environ: Mapping[str, str] = os.environ) -> Settings:
@@ -170,15 +196,17 @@ def load_settings(path: str | None = None, environ: Mapping[str, str] = os.envir
     if unknown:
         raise ValueError(f"unknown settings tables: {', '.join(sorted(unknown))}")
     values: dict[str, Any] = {"adapter": document.get("adapter", {})}
-    for table in set(document) - {"adapter"}:
+    for table in set(document) - {"adapter"} - WHOLE_TABLES:
         known = {spec.key for spec in SCHEMA if spec.table == table}
         if not isinstance(document[table], dict) or set(document[table]) - known:
             unknown_keys = sorted(set(document[table]) - known) if isinstance(document[table], dict) else [table]
             raise ValueError(f"[{table}] has no setting {', '.join(unknown_keys)} (known: {', '.join(sorted(known))})")
     for spec in SCHEMA:
         table = document.get(spec.table, {})
-        if table.get(spec.key) not in (None, ""):
-            values[spec.field] = _typed(spec, table[spec.key], f"[{spec.table}] {spec.key}")
+        value = table if spec.key is None else table.get(spec.key)
+        if value not in (None, ""):
+            values[spec.field] = _typed(spec, value, f"[{spec.table}]" if spec.key is None else
+                                        f"[{spec.table}] {spec.key}")
         if spec.environment and environ.get(spec.environment):
             values[spec.field] = _typed(spec, environ[spec.environment], spec.environment)
     settings = Settings(**values)
@@ -200,15 +228,18 @@ def _typed(spec: Spec, value: Any, where: str) -> Any:
     number = _typed_value(spec, value, where)
     if spec.choices is not None and number not in spec.choices:
         raise ValueError(f"{where} must be one of {', '.join(map(str, spec.choices))}: {value!r}")
+    if spec.maximum is not None and spec.kind in (int, float) and number > spec.maximum:
+        raise ValueError(f"{where} must be at most {spec.maximum:g}: {value!r}")
     return number
 
 
 def _typed_value(spec: Spec, value: Any, where: str) -> Any:
     if spec.kind is dict:
         if not isinstance(value, dict):
-            raise ValueError(f"{where} must be a table of queueId = seconds")
-        return {str(key): _typed(Spec(spec.field, spec.table, key, float), seconds, f"{where}.{key}")
-                for key, seconds in value.items()}
+            raise ValueError(f"{where} must be a table of queueId = {_TABLE_VALUES[spec.values]}")
+        item = Spec(spec.field, spec.table, spec.key, spec.values, maximum=spec.maximum)
+        return {str(key): _typed(item, entry, f"{where} {key}" if spec.key is None else f"{where}.{key}")
+                for key, entry in value.items()}
     if spec.kind is tuple:
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             raise ValueError(f"{where} must be a list of field names")

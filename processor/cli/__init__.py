@@ -4,6 +4,7 @@
     processor replay EVENTS.jsonl [...]          operators: re-run a captured file after an outage
     processor status | reprocess | inspect      operators: the deployment's shards and conversations
     processor queues [...]                      operators: per-queue metrics from the metrics table
+    processor wallboard [...]                   supervisors: the live queue wallboard (a web page)
     processor demo | generate                   the local stack (a development checkout: devstack)
     processor bench                             the benchmark (a development checkout: bench)
 
@@ -21,7 +22,7 @@ from typing import Sequence
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from processor.cli import daemon, operate, queues, replay
+from processor.cli import daemon, operate, queues, replay, wallboard
 from processor.daemon import DaemonError
 from processor.dynamodb.retry import GaveUp
 from processor.operate import OperateError
@@ -54,7 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="processor", description=(
         "Conversation-state stream processor: contact-center events to the state changes that matter."))
     commands = parser.add_subparsers(dest="command", required=True)
-    for group in (daemon, replay, operate, queues):
+    for group in (daemon, replay, operate, queues, wallboard):
         group.register(commands)
     for module, names in DEVELOPMENT_GROUPS.items():
         try:

@@ -25,7 +25,7 @@ from processor.adapters import parse_time_ms
 from processor.analytics.contribution import AnalyticsSettings, interval_text
 from processor.analytics.ratios import queue_totals
 from processor.analytics.reader import MetricsReader
-from processor.config import load_settings
+from processor.config import Settings, load_settings
 from processor.dynamodb.client import data_plane_for, dynamodb_client, table_exists
 from processor.dynamodb.retry import GaveUp
 
@@ -98,11 +98,7 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("queues", help=DESCRIPTION.replace("%", "%%"),  # argparse %-formats help
                                  description=DESCRIPTION + ". Default: the current interval, the newest one that "
                                  "has metrics (stream time).")
-    parser.add_argument("--config", metavar="FILE", help="settings TOML (metrics table, endpoint, interval_minutes)")
-    parser.add_argument("--dynamodb-endpoint", metavar="URL", help="DynamoDB endpoint (default from settings; "
-                        "none: AWS, region and credentials from the standard chain)")
-    parser.add_argument("--metrics-table", metavar="NAME", help="metrics table (default from settings: "
-                        "conversation-metrics)")
+    add_table_arguments(parser)
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--interval", metavar="ISO", help="this interval, by its start in UTC, e.g. "
                        "2026-11-20T08:30:00Z (aligned to interval_minutes)")
@@ -114,6 +110,33 @@ def register(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="one JSON object per line per queue and media type: "
                         "the summed metrics (times in ms), the gauges, the ratios and the intervals covered")
     parser.set_defaults(run=run)
+
+
+def add_table_arguments(parser: argparse.ArgumentParser,
+                        config: str = "settings TOML (metrics table, endpoint, interval_minutes)") -> None:
+    """The options that say which metrics table to read (`open_reader`), for every reader command."""
+    parser.add_argument("--config", metavar="FILE", help=config)
+    parser.add_argument("--dynamodb-endpoint", metavar="URL", help="DynamoDB endpoint (default from settings; "
+                        "none: AWS, region and credentials from the standard chain)")
+    parser.add_argument("--metrics-table", metavar="NAME", help="metrics table (default from settings: "
+                        "conversation-metrics)")
+
+
+def open_reader(args: argparse.Namespace, settings: Settings) -> tuple[MetricsReader, str]:
+    """A reader of the metrics table the options name, and its name; refused at once when the
+    table is not there (a wrong endpoint or name says so, instead of showing no metrics)."""
+    endpoint = args.dynamodb_endpoint or settings.endpoint
+    table = args.metrics_table or settings.metrics_table
+    client = dynamodb_client(endpoint)
+    if not table_exists(client, table):
+        raise ValueError(f"metrics table {table} does not exist{f' at {endpoint}' if endpoint else ''}: check "
+                         "--metrics-table (or [dynamodb] metrics_table in the settings)")
+    return MetricsReader(data_plane_for(client), table, settings.interval_minutes), table
+
+
+def failure_text(error: BaseException) -> str:
+    """A failed read in one line for the operator: the error's type and message, no traceback."""
+    return " ".join(f"{type(error).__name__}: {error}".split())[:300]
 
 
 @dataclass
@@ -185,13 +208,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--watch SECONDS must be a finite number more than 0: {args.watch:g}")
     if args.watch is not None and args.json:
         raise ValueError("--watch redraws a table: it does not go with --json (run --json on a timer instead)")
-    endpoint = args.dynamodb_endpoint or settings.endpoint
-    table = args.metrics_table or settings.metrics_table
-    client = dynamodb_client(endpoint)
-    if not table_exists(client, table):
-        raise ValueError(f"metrics table {table} does not exist{f' at {endpoint}' if endpoint else ''}: check "
-                         "--metrics-table (or [dynamodb] metrics_table in the settings)")
-    reader = MetricsReader(data_plane_for(client), table, settings.interval_minutes)
+    reader, table = open_reader(args, settings)
 
     def read() -> View:
         return read_view(reader, table, interval, last or 1)
@@ -255,7 +272,7 @@ def watch(console: Console, read: Callable[[], View], title: Callable[[View], st
                 try:
                     view, read_at = read(), time.time()
                 except WATCH_ERRORS as error:
-                    failure = " ".join(f"{type(error).__name__}: {error}".split())[:300]
+                    failure = failure_text(error)
                 live.update(screen(failure), refresh=True)
     except KeyboardInterrupt:
         return 0
