@@ -38,7 +38,7 @@ from devstack.emulator import LocalEmulator
 from processor.dynamodb.item import KEY
 from processor.metrics import COUNTER_METRICS, DELTAS, SINK_METRICS
 from processor.operate import leases, list_shards
-from processor.analytics.reader import MetricsReader
+from processor.analytics.reader import QUEUE_VIEW_KINDS, MetricsReader
 from processor.replay import REPORT_KEYS, export_table, read_lines, replay, route, scan_items, write_jsonl
 from processor.dynamodb.client import ensure_tables
 
@@ -371,7 +371,7 @@ def demo_board(stack: Stack, options: DemoWallboard | None, console: Any) -> Ite
 
     settings, table = stack.settings, stack.settings.metrics_table
     # its own client: the screens' reads never wait on the demo's connections, nor the demo on theirs
-    reader = MetricsReader(stack.emulator.client("dynamodb"), table, settings.interval_minutes)
+    reader = MetricsReader(stack.emulator.client("dynamodb"), table, settings.interval_minutes, kinds=QUEUE_VIEW_KINDS)
     server = WallboardServer(options.host, options.port, BoardSource(BoardReader(reader, settings, table), table))
     with serving(server) as url:
         console.print(f"wallboard: {url} (its tiles move as the events are processed)")

@@ -33,6 +33,7 @@ WRITERS = 4
 REGISTRY_BUCKETS = 16
 DIRECTORY_BUCKETS = 8
 _KIND_LETTER = {QUEUE: "q", AGENT: "a", GAUGE: "g"}
+_KIND_OF_LETTER = {f"{letter}|": kind for kind, letter in _KIND_LETTER.items()}
 #: the attribute naming a cell's owner, by kind
 OWNER_NAME = {QUEUE: "queueId", AGENT: "userId", GAUGE: "queueId"}
 
@@ -44,6 +45,11 @@ def _escaped(text: str) -> str:
 def cell_key(cell: Cell) -> str:
     interval = interval_text(cell.interval) if cell.interval is not None else ""
     return "|".join((_KIND_LETTER[cell.kind], _escaped(cell.owner), _escaped(cell.media_type or ""), interval))
+
+
+def kind_of(key: str) -> str | None:
+    """The kind of cell a cell or partial key names (None: not such a key)."""
+    return _KIND_OF_LETTER.get(key[:2])
 
 
 def partial_key(cell: Cell, shard_id: str, slot: str) -> str:

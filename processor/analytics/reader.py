@@ -6,7 +6,7 @@ of the wanted days → the directories of the wanted intervals → the partials.
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any, Iterable, Iterator
+from typing import Any, Collection, Iterable, Iterator
 
 from processor.analytics import layout
 from processor.analytics.contribution import AGENT, GAUGE, METRICS, QUEUE, Cell, Contribution, interval_text, metrics_of
@@ -14,15 +14,20 @@ from processor.dynamodb.item import unwrap
 from processor.dynamodb.retry import until_processed, with_retries
 
 BATCH_GET_LIMIT = 100
+#: the kinds of cell the queue views read (`processor queues`, the wallboard): no agent cells
+QUEUE_VIEW_KINDS = (QUEUE, GAUGE)
 #: the fields that name a cell in an exported row, by kind
 IDENTITY = {QUEUE: ("queueId", "mediaType", "interval"), AGENT: ("userId", "interval"), GAUGE: ("queueId", "mediaType")}
 
 
 class MetricsReader:
-    def __init__(self, client: Any, table: str, interval_minutes: int):
+    def __init__(self, client: Any, table: str, interval_minutes: int, kinds: Collection[str] = tuple(METRICS)):
+        """`kinds`: the kinds of cell to read (the queue views need no agent cells, which are most
+        of an interval's partials: the directory names each partial's kind, so they are not read)."""
         self._client = client
         self._table = table
         self._interval_minutes = interval_minutes
+        self._kinds = frozenset(kinds)
 
     def rows(self, intervals: Iterable[str] | None = None, gauges: bool = True) -> list[dict[str, Any]]:
         """The cells of these intervals (None: every interval), and the gauges, one row each in the
@@ -43,7 +48,8 @@ class MetricsReader:
                 if wanted is None or interval in wanted for key in layout.directory_keys(interval, shard)]
         if gauges:
             keys += [key for shard in days for key in layout.directory_keys("gauge", shard)]
-        parts = [part for item in self._get(keys) for part in item.get(layout.PARTS, [])]
+        parts = [part for item in self._get(keys) for part in item.get(layout.PARTS, [])
+                 if layout.kind_of(part) in self._kinds]
         return summed(self._get(parts))
 
     def newest_intervals(self, count: int) -> list[str]:

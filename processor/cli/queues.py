@@ -24,7 +24,7 @@ from rich.text import Text
 from processor.adapters import parse_time_ms
 from processor.analytics.contribution import AnalyticsSettings, interval_text
 from processor.analytics.ratios import queue_totals
-from processor.analytics.reader import MetricsReader
+from processor.analytics.reader import QUEUE_VIEW_KINDS, MetricsReader
 from processor.config import Settings, load_settings
 from processor.dynamodb.client import data_plane_for, dynamodb_client, table_exists
 from processor.dynamodb.retry import GaveUp
@@ -131,7 +131,7 @@ def open_reader(args: argparse.Namespace, settings: Settings) -> tuple[MetricsRe
     if not table_exists(client, table):
         raise ValueError(f"metrics table {table} does not exist{f' at {endpoint}' if endpoint else ''}: check "
                          "--metrics-table (or [dynamodb] metrics_table in the settings)")
-    return MetricsReader(data_plane_for(client), table, settings.interval_minutes), table
+    return MetricsReader(data_plane_for(client), table, settings.interval_minutes, kinds=QUEUE_VIEW_KINDS), table
 
 
 def failure_text(error: BaseException) -> str:

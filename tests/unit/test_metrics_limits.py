@@ -6,7 +6,7 @@ import pytest
 
 from processor.adapters.genesys import GenesysAdapter
 from processor.analytics.contribution import contribution
-from processor.analytics.reader import MetricsReader, rows_of
+from processor.analytics.reader import QUEUE_VIEW_KINDS, MetricsReader, rows_of
 from processor.analytics.sessions import participants
 from processor.config import Settings
 from processor.deadletters import JsonlDeadLetters
@@ -113,3 +113,26 @@ def test_a_transaction_refused_as_a_whole_with_no_field_to_blame_fails_loudly(tm
     with pytest.raises(RefusedItem, match="no conversation field explains"):
         shard.flush(final=True)
 
+
+
+def test_the_queue_views_read_no_agent_partials_and_the_same_queue_and_gauge_rows(tmp_path):
+    """`processor queues` and the wallboard read with `QUEUE_VIEW_KINDS`: the agent partials, most
+    of an interval's, are never fetched, and every queue and gauge row is the full read's."""
+    client = MemoryDynamoDB()
+    shard = engine(client, tmp_path)
+    shard.process(records([event for n in range(4) for event in agent_segment(f"c{n}", n)]))
+    shard.flush(final=True)
+    fetched: list[str] = []
+    read = client.batch_get_item
+
+    def recording(RequestItems: dict) -> dict:
+        fetched.extend(next(iter(key.values()))["S"] for request in RequestItems.values() for key in request["Keys"])
+        return read(RequestItems=RequestItems)
+
+    client.batch_get_item = recording
+    everything = MetricsReader(client, "conversation-metrics", 30).rows()
+    assert any(key.startswith("a|") for key in fetched)
+    fetched.clear()
+    queue_view = MetricsReader(client, "conversation-metrics", 30, kinds=QUEUE_VIEW_KINDS).rows()
+    assert fetched and not any(key.startswith("a|") for key in fetched)
+    assert queue_view == [row for row in everything if row["kind"] != "agent"] and len(queue_view) < len(everything)
