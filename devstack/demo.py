@@ -325,9 +325,12 @@ class DemoWallboard:
     keep: bool = False  # after the summary, keep the stack and the wallboard up until Ctrl-C
 
 
-#: the screenshot is taken once this share of the events is processed: mid-storm, tiles moving,
-#: calls waiting (the newest interval of a finished storm is its quiet tail)
-SCREENSHOT_SHARE = 0.5
+#: for a screenshot the events are put at a steady pace once the daemon processes them, and the
+#: picture taken when this share is processed: mid-storm, the tiles moving and calls waiting (put at
+#: once, the stream is processed before a browser starts, and the newest interval of a finished
+#: storm is its quiet tail)
+SCREENSHOT_SHARE = 0.4
+SCREENSHOT_PUT_PAUSE_SECONDS = 2.0
 
 
 class DemoBoard:
@@ -336,6 +339,16 @@ class DemoBoard:
     def __init__(self, url: str, options: DemoWallboard, console: Any):
         self.url, self.options, self.console = url, options, console
         self._screenshot_due = options.screenshot is not None
+
+    def put(self, processed: Callable[[], int], total: int) -> None:
+        """After each batch put, while a screenshot is due: wait for the daemon to process
+        something, then pace the puts, so that the stream is processed as it is put."""
+        while self._screenshot_due and processed() == 0:
+            time.sleep(1.0)
+        if self._screenshot_due:
+            self.progress(processed(), total)
+        if self._screenshot_due:
+            time.sleep(SCREENSHOT_PUT_PAUSE_SECONDS)
 
     def progress(self, processed: int, total: int) -> None:
         if processed >= SCREENSHOT_SHARE * total:
@@ -408,6 +421,8 @@ def run_demo(events: Path, settings: Settings, shards: int, reshard: bool, workd
 
             for batch in batches(read_lines(str(events)), PUT_BATCH):
                 producer.send(batch)
+                if board is not None:
+                    board.put(lambda: totals(stack.shard_metrics())["Events"], total)
                 if reshard and split_parent is None and producer.put >= total // 2:
                     split_parent = split_widest_shard(stack.kinesis)
                 show()
