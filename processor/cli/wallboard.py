@@ -33,9 +33,17 @@ def run(args: argparse.Namespace) -> int:
     # imports this module
     from processor.wallboard.server import BoardReader, BoardSource, WallboardServer
 
+    if not 0 <= args.port <= 65535:
+        raise ValueError(f"--port must be 0 to 65535 (0: any free port): {args.port}")
     settings = load_settings(args.config)
     reader, table = open_reader(args, settings)
-    server = WallboardServer(args.host, args.port, BoardSource(BoardReader(reader, settings, table), table))
+    read = BoardReader(reader, settings, table)
+    read()  # a table of another interval width, or no metrics table at all, is refused now, not every poll
+    try:
+        server = WallboardServer(args.host, args.port, BoardSource(read, table))
+    except OSError as error:
+        raise ValueError(f"cannot listen on {args.host}:{args.port} (--host, --port): "
+                         f"{error.strerror or error}") from None
     if not server.loopback:
         print(f"processor: warning: the wallboard listens on {server.url} without authentication: put it behind "
               "an authenticating proxy or load balancer (README: Wallboard)", file=sys.stderr)

@@ -89,10 +89,13 @@ class BoardReader:
 #: a read is repeated no sooner than this many times its own duration: a slow store (an emulator,
 #: a throttled table) is read at most a quarter of the time, whatever the screens ask
 PACE = 4.0
+#: ... but never held longer than this: a read stuck for minutes (retries against an outage) must
+#: not keep every screen on an old board, or on the outage's 503, for four times as long
+MAX_HOLD_SECONDS = 5.0
 
 
 class BoardSource:
-    """The board as of at most `max_age` seconds ago (longer after a slow read: `PACE`), whatever
+    """The board as of at most `max_age` seconds ago (up to `MAX_HOLD_SECONDS` after a slow read: `PACE`), whatever
     the number of screens: the first request after that reads (the others wait for it), the rest
     are served the same answer. A failure is remembered as long, so many screens do not turn one
     outage into a storm of reads."""
@@ -111,7 +114,7 @@ class BoardSource:
                 started = self._clock()
                 self._answer = self._fresh()
                 self._at = self._clock()
-                self._hold = max(self._max_age, PACE * (self._at - started))
+                self._hold = min(MAX_HOLD_SECONDS, max(self._max_age, PACE * (self._at - started)))
             return self._answer
 
     def _fresh(self) -> tuple[int, dict[str, Any]]:
@@ -119,7 +122,7 @@ class BoardSource:
             return 200, self._read()
         except READ_ERRORS as error:
             message = f"reading metrics table {self._table} failed: {failure_text(error)}"
-            log.warning("wallboard: %s", message)
+            log.warning("%s", message)
             return 503, {"error": message, "table": self._table, "failedAtMs": int(time.time() * 1000)}
 
 
@@ -127,6 +130,11 @@ class Handler(BaseHTTPRequestHandler):
     """GET of the page, its assets and the board; any other method 405, any other path 404."""
 
     server: WallboardServer
+    #: a request line without a version is answered as HTTP/1.0 (status line and headers), not 0.9
+    default_request_version = "HTTP/1.0"
+    #: a client that sends nothing for this long is dropped (half-sent requests hold a thread each)
+    timeout = 30
+
     def version_string(self) -> str:
         return "wallboard"  # no Python version on the wire
 
@@ -146,10 +154,17 @@ class Handler(BaseHTTPRequestHandler):
 
     do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = do_OPTIONS = do_TRACE = do_CONNECT = refuse
 
+    def send_response(self, code: int, message: str | None = None) -> None:
+        """Every response, the standard library's own errors (400, 414, 501...) included, carries the
+        security headers."""
+        super().send_response(code, message)
+        for name, value in SECURITY_HEADERS.items():
+            self.send_header(name, value)
+
     def _send(self, status: int, content_type: str, body: bytes, cache: str, **headers: str) -> None:
         self.send_response(status)
         for name, value in {"Content-Type": content_type, "Content-Length": str(len(body)), "Cache-Control": cache,
-                            **SECURITY_HEADERS, **headers}.items():
+                            **headers}.items():
             self.send_header(name, value)
         self.end_headers()
         if self.command != "HEAD":
@@ -157,7 +172,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         """Access lines only at debug level: every screen asks every 2 s."""
-        log.debug("wallboard: %s %s", self.address_string(), format % args)
+        log.debug("%s %s", self.address_string(), format % args)
 
 
 class WallboardServer(ThreadingHTTPServer):
@@ -174,9 +189,9 @@ class WallboardServer(ThreadingHTTPServer):
         """One line, no traceback: a screen that gave up waiting (its fetch timed out) is routine."""
         error = sys.exc_info()[1]
         if isinstance(error, ConnectionError):
-            log.debug("wallboard: %s went away: %s", client_address[0], failure_text(error))
+            log.debug("%s went away: %s", client_address[0], failure_text(error))
         else:
-            log.warning("wallboard: a request from %s failed: %s", client_address[0], failure_text(error))
+            log.warning("a request from %s failed: %s", client_address[0], failure_text(error))
 
     @property
     def url(self) -> str:

@@ -8,6 +8,7 @@ import concurrent.futures
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -132,7 +133,7 @@ def test_an_empty_table_says_so_and_a_dynamodb_error_is_a_503_with_one_line(emul
         assert "ResourceNotFoundException" in failed["error"] and "Traceback" not in failed["error"]
         assert get(url)[0] == 200  # the page itself is still served: it shows the error
     stderr = process.stderr.read()
-    assert f"wallboard: reading metrics table {metrics_table} failed" in stderr and "Traceback" not in stderr
+    assert f"reading metrics table {metrics_table} failed" in stderr and "Traceback" not in stderr
 
 
 def test_a_table_that_does_not_exist_is_refused_at_start_in_one_line(emulator):
@@ -179,3 +180,34 @@ def test_the_page_ships_as_package_data():
     assert {entry.name for entry in static.iterdir()} >= {"index.html", "wallboard.css", "wallboard.js"}
     pyproject = (Path(__file__).resolve().parents[2] / "pyproject.toml").read_text()
     assert '"processor.wallboard" = ["static/*"]' in pyproject
+
+
+def raw(url: str, request: bytes) -> bytes:
+    """What the server answers to these bytes, as sent."""
+    host, port = url.split("//")[1].rstrip("/").rsplit(":", 1)
+    with socket.create_connection((host, int(port)), timeout=10) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    return answer
+
+
+def test_the_standard_librarys_own_errors_and_a_versionless_request_carry_status_and_security_headers():
+    server = WallboardServer("127.0.0.1", 0, BoardSource(lambda: {"tiles": []}, "metrics"))
+    with serving(server) as url:
+        for request, status in ((b"FOO / HTTP/1.0\r\n\r\n", b"501"), (b"GET /" + b"x" * 70_000 + b" HTTP/1.0\r\n\r\n",
+                                                                        b"414"), (b"GET /api/board\r\n\r\n", b"200")):
+            head = raw(url, request).split(b"\r\n\r\n")[0]
+            assert head.startswith(b"HTTP/1.0 " + status) and b"Content-Security-Policy: default-src 'self'" in head, head
+
+
+@pytest.mark.parametrize("port", ["-1", "70000", "in use"])
+def test_a_port_it_cannot_listen_on_is_refused_in_one_line(emulator, stored, port):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        if port == "in use":
+            port = str(taken.getsockname()[1])
+        result = subprocess.run([*PROCESSOR, "wallboard", "--port", port, "--dynamodb-endpoint", emulator.endpoint,
+                                 "--metrics-table", stored[0]], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "--port" in result.stderr
