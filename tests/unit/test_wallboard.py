@@ -184,14 +184,19 @@ def test_screens_share_one_read_per_second_and_a_failure_is_a_503_remembered_as_
     assert source.board() == (200, {"tiles": [1]}) and len(reads) == 3  # the next second reads again
 
 
-def test_a_slow_read_is_repeated_no_sooner_than_four_times_its_duration():
-    clock = Clock()
+def source_of_reads_lasting(seconds: float, clock: Clock) -> BoardSource:
+    """A shared board whose every read takes `seconds` on `clock`."""
 
-    def slow() -> dict:
-        clock.now += 1.0
+    def read() -> dict:
+        clock.now += seconds
         return {"tiles": []}
 
-    source = BoardSource(slow, "metrics", max_age=1.0, clock=clock)
+    return BoardSource(read, "metrics", max_age=1.0, clock=clock)
+
+
+def test_a_slow_read_is_repeated_no_sooner_than_four_times_its_duration():
+    clock = Clock()
+    source = source_of_reads_lasting(1.0, clock)
     source.board()
     read_at = clock.now
     clock.now = read_at + 3.9
@@ -206,12 +211,7 @@ def test_a_read_stuck_for_minutes_holds_the_screens_no_longer_than_the_cap():
     """A read that hung through an outage's retries must not keep every screen on its answer for
     four times as long: the hold is capped (MAX_HOLD_SECONDS)."""
     clock = Clock()
-
-    def stuck() -> dict:
-        clock.now += 120.0
-        return {"tiles": []}
-
-    source = BoardSource(stuck, "metrics", max_age=1.0, clock=clock)
+    source = source_of_reads_lasting(120.0, clock)
     source.board()
     read_at = clock.now
     clock.now = read_at + MAX_HOLD_SECONDS
