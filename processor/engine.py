@@ -5,7 +5,9 @@ The flush is the checkpoint sequence of I4, in this order and no other:
      however many of its events the flush holds (I9), and of those held too long (below);
   2. dead letters made durable (I7, I15);
   3. one RocksDB WriteBatch: every state touched since the last flush + the last applied sequence
-     + the held conversations;
+     + the held conversations (the states stay decoded in memory too, the most recent
+     `warm_states` of them, as RocksDB holds them: a conversation's next events mostly come a few
+     flushes later, and reading it back was a sixth of a replay's CPU);
   4. only then may the caller checkpoint the returned sequence number with KCL.
 A crash between any two steps replays from the previous checkpoint: the replayed writes find
 themselves already stored (the conditional write fails, the merge changes nothing) and nothing is
@@ -22,6 +24,7 @@ from __future__ import annotations
 
 import threading
 import time
+from itertools import islice
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Mapping, Sequence
 
@@ -60,6 +63,14 @@ class Counters:
         return Counters(**{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)})
 
 
+#: records taken through the stages together: what one stage leaves for the next (envelopes, events)
+#: is still in the CPU's caches when a chunk is this small (KCL hands over up to 10,000 at once)
+CHUNK_RECORDS = 64
+
+#: conversations kept decoded after their flush (each a few KB), the least recently touched dropped
+WARM_STATES = 2_500
+
+
 @dataclass(frozen=True)
 class FlushPolicy:
     """Flush every `max_records` records or `max_seconds` seconds, whichever comes first; write a
@@ -73,7 +84,7 @@ class FlushPolicy:
 class ShardEngine:
     def __init__(self, shard_id: str, adapter: Adapter, store: ShardStore, sink: Sink,
                  dead_letters: DeadLetters, policy: FlushPolicy = FlushPolicy(), checkpoint: str | None = None,
-                 clock: Callable[[], float] = time.time):
+                 clock: Callable[[], float] = time.time, warm_states: int = WARM_STATES):
         """`checkpoint`: where KCL resumes this shard (records after it are delivered); the store
         must already be current for it (`ShardStore.is_current_for`)."""
         self.shard_id = shard_id
@@ -88,7 +99,11 @@ class ShardEngine:
         self._committed = _as_int(store.last_sequence)
         self._previous: str | None = checkpoint if checkpoint is not None and checkpoint.isdigit() else None
         self._held: Held = _still_held(store.held, self._previous)
+        self._earliest_hold = _earliest(self._held)
         self._touched: dict[str, ConversationState] = {}
+        #: committed states, exactly as in RocksDB, least recently touched first
+        self._warm: dict[str, ConversationState] = {}
+        self._warm_limit = warm_states
         self._changed: set[str] = set()
         self._last_sequence: str | None = None
         self._pending_records = 0
@@ -110,6 +125,11 @@ class ShardEngine:
 
     def process(self, records: Sequence[Record]) -> None:
         """Apply a batch of records in order (the flush is separate: see `flush_due`)."""
+        for start in range(0, len(records), CHUNK_RECORDS):
+            self._process_chunk(records[start:start + CHUNK_RECORDS])
+
+    def _process_chunk(self, records: Sequence[Record]) -> None:
+        """Admit the records, load their conversations, apply their events: stage by stage."""
         events: list[tuple[ConversationEvent, str | None, Record]] = []
         for record in records:
             before, self._previous = self._previous, record.sequence_number
@@ -138,7 +158,9 @@ class ShardEngine:
             else:
                 counters.stale += 1
             if restamped and cid not in self._held:
-                self._held[cid] = (before, self._clock())
+                since = self._clock()
+                self._held[cid] = (before, since)
+                self._earliest_hold = min(since, self._earliest_hold)
 
     def _admit(self, record: Record) -> ConversationEvent | None:
         """Decode and normalize a record, and keep what DynamoDB could never store out of it (I15):
@@ -216,6 +238,10 @@ class ShardEngine:
     def _load(self, conversation_ids: Iterable[str]) -> None:
         """Bring each conversation's state into the buffer: from RocksDB, else from DynamoDB (I6)."""
         missing = [cid for cid in dict.fromkeys(conversation_ids) if cid not in self._touched]
+        warm = self._warm
+        if warm:
+            self._touched.update((cid, warm.pop(cid)) for cid in missing if cid in warm)
+            missing = [cid for cid in missing if cid not in self._touched]
         if not missing:
             return
         local = self._store.get_many(missing)
@@ -238,7 +264,7 @@ class ShardEngine:
         return bool(self._held) and self._held_until() <= self._clock()
 
     def _held_until(self) -> float:
-        return min(since for _, since in self._held.values()) + self._policy.max_hold_seconds
+        return self._earliest_hold + self._policy.max_hold_seconds
 
     def flush(self, final: bool = False) -> str | None:
         """Write changed states, commit locally, and return the sequence number safe to checkpoint
@@ -252,9 +278,11 @@ class ShardEngine:
             self.counters.held_writes += len(due - self._changed)
             for cid in writes:
                 self._held.pop(cid, None)
+            self._earliest_hold = _earliest(self._held)
         self._dead_letters.flush()
         if self._touched or self._last_sequence is not None:
             self._store.commit(self._touched, self._last_sequence, self._held)
+            self._keep_warm(self._touched)
         if self._last_sequence is not None:
             self._committed = int(self._last_sequence)
         self._touched, self._changed = {}, set()
@@ -263,6 +291,15 @@ class ShardEngine:
         self._last_flush = time.monotonic()
         self.counters.flushes += 1
         return self.checkpoint_sequence
+
+    def _keep_warm(self, committed: Mapping[str, ConversationState]) -> None:
+        """Keep the states just committed, newest last, dropping the least recently touched."""
+        warm = self._warm
+        warm.update(committed)  # a loaded state was taken out of `warm`: it comes back last
+        excess = len(warm) - self._warm_limit
+        if excess > 0:
+            for cid in list(islice(warm, excess)):
+                del warm[cid]
 
     @property
     def checkpoint_sequence(self) -> str | None:
@@ -293,7 +330,9 @@ class ShardEngine:
     def discard(self) -> None:
         """Drop everything not yet flushed (lease lost: another worker owns the shard now)."""
         self._held = self._store.held
+        self._earliest_hold = _earliest(self._held)
         self._touched, self._changed = {}, set()
+        self._warm.clear()
         self._last_sequence = None
         self._pending_records = 0
 
@@ -310,6 +349,11 @@ def _admits_participant(registers: Mapping[str, Register], name: str) -> bool:
     participant = participant_of(name)
     known = {participant_of(other) for other in registers if is_session(other)}
     return participant in known or len(known) < MAX_SESSION_PARTICIPANTS
+
+
+def _earliest(held: Held) -> float:
+    """When the longest-held conversation was first held (infinity: none is)."""
+    return min((since for _, since in held.values()), default=float("inf"))
 
 
 def _as_int(sequence: str | None) -> int | None:

@@ -22,7 +22,7 @@ from processor import codec
 from processor.analytics.reader import MetricsReader
 from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
-from processor.engine import Counters, FlushPolicy, ShardEngine
+from processor.engine import CHUNK_RECORDS, Counters, FlushPolicy, ShardEngine
 from processor.dynamodb.item import KEY, exportable
 from processor.decode import decode
 from processor.model import Record, Rejected
@@ -158,7 +158,7 @@ def route(adapter: Adapter, data: bytes) -> tuple[str, dict[str, Any] | None]:
 
 def replay(lines: Iterable[bytes], adapter: Adapter, sink: Sink, dead_letters: DeadLetters, *,
            shards: int = 1, state_root: str | None = None, flush_records: int = 10_000,
-           batch_size: int = 500, retention_seconds: int | None = None,
+           batch_size: int = CHUNK_RECORDS, retention_seconds: int | None = None,
            on_progress: Callable[[int], None] | None = None) -> ReplayResult:
     """Run every line through its shard's engine; flush everything at the end."""
     if shards < 1:

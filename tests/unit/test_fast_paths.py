@@ -2,8 +2,9 @@
 
 Each fast path decides the common case cheaply and hands everything else to the general code:
 orjson before the exact JSON parser (`codec.loads`), the plain-value check before `storable`, the
-register count before the participant census, the stamp comparison before `wins`, and the store's
-packed keys before its format-1 numbers. The properties here say the two always agree; the last
+register count before the participant census, the stamp comparison before `wins`, the store's
+packed keys before its format-1 numbers, the states kept in memory after a flush before RocksDB
+(`warm_states`), and records taken in chunks before the whole batch at once. The properties here say the two always agree; the last
 test runs whole records, poison included, through the engine both ways.
 """
 from __future__ import annotations
@@ -19,7 +20,8 @@ from processor import codec, engine as engine_module, reduce as reduce_module
 from processor.adapters.genesys import GenesysAdapter
 from processor.analytics.sessions import is_session, participant_of
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
-from processor.dynamodb.sink import DynamoSink
+from processor.deadletters import JsonlDeadLetters
+from processor.dynamodb.sink import DynamoSink, NullSink
 from processor.engine import FlushPolicy, ShardEngine, _admits_participant
 from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, plainly_storable, storable
 from processor.model import Record
@@ -148,6 +150,8 @@ def general_paths(monkeypatch) -> None:
     monkeypatch.setattr(engine_module, "plainly_storable", lambda value: False)
     monkeypatch.setattr(engine_module, "_admits_participant", census)
     monkeypatch.setattr(reduce_module, "_join_into", join_by_wins)
+    monkeypatch.setattr(ShardEngine, "_keep_warm", lambda self, committed: None)  # every load from RocksDB
+    monkeypatch.setattr(engine_module, "CHUNK_RECORDS", 10 ** 9)
 
 
 def mutations() -> list:
@@ -211,13 +215,18 @@ def storm(seed: int, picks: list[int]) -> list[bytes]:
     return events + repeats
 
 
-def run(tmp_path, name: str, lines: list[bytes]):
+def run(tmp_path, name: str, lines: list[bytes], warm_states: int = engine_module.WARM_STATES, batch: int = 7):
+    """Process `lines` in batches of `batch`, flushing after each, and what came of it."""
     client = MemoryDynamoDB()
     adapter = GenesysAdapter()
     shard = ShardEngine("shardId-000000000001", adapter, ShardStore(str(tmp_path / name)),
                         DynamoSink(client, "conversations", adapter.derive), DynamoDeadLetters(client, "dead-letters"),
-                        FlushPolicy(max_records=10 ** 6), clock=lambda: (T0 + 3_600_000) / 1000)
-    shard.process([Record(line, str(n), "pk", arrival_ms=T0 + 3_600_000) for n, line in enumerate(lines, 1)])
+                        FlushPolicy(max_records=10 ** 6), clock=lambda: (T0 + 3_600_000) / 1000,
+                        warm_states=warm_states)
+    records = [Record(line, str(n), "pk", arrival_ms=T0 + 3_600_000) for n, line in enumerate(lines, 1)]
+    for start in range(0, len(records), batch):
+        shard.process(records[start:start + batch])
+        shard.flush()
     shard.flush(final=True)
     store = shard._store
     states = {cid: store.get(cid) for cid in ("c0", "c1", "c2", "c3")}
@@ -227,14 +236,15 @@ def run(tmp_path, name: str, lines: list[bytes]):
     return shard.counters, states, client.items("conversations"), letters
 
 
-@given(st.integers(0, 2 ** 32), st.lists(st.integers(0, 100), min_size=1, max_size=8))
+@given(st.integers(0, 2 ** 32), st.lists(st.integers(0, 100), min_size=1, max_size=8),
+       st.sampled_from([1, 2, engine_module.WARM_STATES]), st.sampled_from([1, 7, 200]))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_the_engine_with_its_shortcuts_does_what_it_does_without_them(tmp_path_factory, seed, picks):
+def test_the_engine_with_its_shortcuts_does_what_it_does_without_them(tmp_path_factory, seed, picks, warm, batch):
     lines = storm(seed, picks)
-    fast = run(tmp_path_factory.mktemp("fast"), "state", lines)
+    fast = run(tmp_path_factory.mktemp("fast"), "state", lines, warm, batch)
     with pytest.MonkeyPatch.context() as monkeypatch:
         general_paths(monkeypatch)
-        general = run(tmp_path_factory.mktemp("general"), "state", lines)
+        general = run(tmp_path_factory.mktemp("general"), "state", lines, warm, batch)
     assert fast == general
 
 
@@ -246,3 +256,28 @@ def test_a_re_emit_serialized_another_way_is_an_exact_repeat():
     original = adapter.normalize(codec.loads(orjson.dumps(envelope)))
     again = adapter.normalize(codec.loads(reordered(envelope)))
     assert original.key == again.key and original.sets == again.sets
+
+
+def test_a_conversation_back_after_its_flush_is_not_read_again_and_the_warm_states_are_bounded(tmp_path):
+    store = ShardStore(str(tmp_path / "state"))
+    asked: list[str] = []
+    read = store.get_many
+    store.get_many = lambda ids: read(asked.extend(ids) or ids)  # type: ignore[method-assign]
+    shard = ShardEngine("shardId-000000000001", GenesysAdapter(), store, NullSink(),
+                        JsonlDeadLetters(str(tmp_path / "letters.jsonl")), warm_states=2,
+                        clock=lambda: (T0 + 3_600_000) / 1000)
+    sequence = iter(range(1, 100))
+
+    def feed(*conversations: str) -> list[str]:
+        asked.clear()
+        shard.process([Record(orjson.dumps(detail_event(cid, "acd.start", 1000 * n, queueId=f"q{n}")),
+                              str(n), cid, arrival_ms=T0 + 3_600_000)
+                       for cid, n in zip(conversations, sequence)])
+        shard.flush()
+        return list(asked)
+
+    assert feed("c1", "c2") == ["c1", "c2"]
+    assert feed("c1") == []  # kept from its flush
+    assert feed("c3") == ["c3"]  # c2, the least recently touched, makes room
+    assert feed("c2") == ["c2"]
+    shard.close()

@@ -228,3 +228,28 @@ def test_a_held_stamp_is_written_once_the_hold_expires_and_the_checkpoint_moves_
     assert engine.counters.held_writes == 1
     engine.close()
     assert fleet.stored()["c1"].registers["queueId"][0] == T0 + 3000
+
+
+def test_a_hold_runs_from_the_earliest_conversation_still_held(tmp_path):
+    """Once the first held conversation is written, the hold's deadline is the next one's."""
+    def event(cid, seq, t, queue):
+        return Record(orjson.dumps(detail_event(cid, "acd.start", t, queueId=queue)), str(seq), cid)
+
+    fleet = Fleet(tmp_path, hold_seconds=5)
+    engine = fleet.own(0)
+    engine.process([event("c1", 1, 1000, "Q1"), event("c2", 2, 1000, "Q1")])
+    engine.flush()
+    engine.process([event("c1", 3, 2000, "Q1")])  # c1 held from now
+    engine.flush()
+    fleet.clock.now += 3
+    engine.process([event("c2", 4, 2000, "Q1")])  # c2 held from now + 3
+    engine.flush()
+    fleet.clock.now += 1
+    engine.process([event("c1", 5, 3000, "Q2")])  # a real change: c1 written, no longer held
+    engine.flush()
+    assert engine.held == 1
+    fleet.clock.now += 3  # past c1's deadline (now + 5), before c2's (now + 8)
+    assert not engine.flush_due()
+    fleet.clock.now += 1
+    assert engine.flush_due()
+    engine.close()
