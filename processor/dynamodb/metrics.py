@@ -85,10 +85,15 @@ class MetricsWriter:
 
     def baseline(self, state: ConversationState) -> None:
         """Record what the state as stored contributes (before events change it)."""
-        state.base = contribution(state.registers, self.settings)
+        state.base = self.contribution(state)
 
-    def delta(self, state: ConversationState) -> Contribution:
-        return self.delta_of(state, state.base)
+    def contribution(self, state: ConversationState) -> Contribution:
+        """What the state contributes to the cells as it is now."""
+        return contribution(state.registers, self.settings)
+
+    def delta(self, state: ConversationState, now: Contribution | None = None) -> Contribution:
+        """What writing the state adds to the cells (`now`: its contribution, if known already)."""
+        return delta(self.contribution(state) if now is None else now, state.base or {})
 
     @staticmethod
     def fits(cells: Contribution) -> bool:

@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from botocore.exceptions import ClientError
 
+from processor.analytics.contribution import Contribution
 from processor.analytics.sessions import is_session, participant_of
 from processor.dynamodb.item import KEY, VERSION, Retention, fitted_item, from_item, to_item
 from processor.dynamodb.metrics import MetricsTarget, MetricsWriter, Transaction
@@ -129,7 +130,8 @@ class DynamoSink:
         """Conversations whose metrics do not move are plain conditional puts; the others go in
         transactions with their metric deltas (so are those a merge gave a delta on the way)."""
         metrics = self._metrics
-        moving = {cid: state for cid, state in states.items() if metrics is not None and metrics.delta(state)}
+        now = {cid: metrics.contribution(state) for cid, state in states.items()} if metrics is not None else {}
+        moving = {cid: state for cid, state in states.items() if cid in now and metrics.delta(state, now[cid])}
         futures = {cid: self._pool.submit(self._write_one, cid, state, on_refused)
                    for cid, state in states.items() if cid not in moving}
         refusals: list[Refusal] = []
@@ -138,8 +140,9 @@ class DynamoSink:
             refusals += refused
             if not written:
                 moving[cid] = states[cid]
+                del now[cid]  # a merge changed what it contributes
         if moving:
-            refusals += self._write_transactions(moving, on_refused, shard_id)
+            refusals += self._write_transactions(moving, on_refused, shard_id, now)
         return refusals
 
     def _write_one(self, conversation_id: str, state: ConversationState,
@@ -157,6 +160,8 @@ class DynamoSink:
                 code = error.response["Error"]["Code"]
                 if code == "ValidationException":
                     refusals += self._refuse(self._refused_fields(conversation_id, state, code), on_refused)
+                    if self._metrics is not None and self._metrics.delta(state):
+                        return False, refusals  # a refused value moved a cell: a transaction, then
                     continue
                 if code != "ConditionalCheckFailedException":
                     raise
@@ -169,17 +174,17 @@ class DynamoSink:
                 if conflict:  # another writer keeps winning: let it finish
                     time.sleep(full_jitter(conflict, 0.05, 1.0))
                 continue
-            state.version += 1
-            if self._metrics is not None:
-                self._metrics.baseline(state)
+            state.version += 1  # no delta, so what it contributes is its base already
             break
         else:
             raise GaveUp(f"a conversation's write still conflicted after {MAX_CONFLICT_ROUNDS} merges")
         return True, refusals
 
     def _write_transactions(self, states: Mapping[str, ConversationState], on_refused: OnRefused | None,
-                            shard_id: str) -> list[Refusal]:
-        """Write these conversations with their metric deltas until each is stored (I5, I12)."""
+                            shard_id: str, now: Mapping[str, Contribution]) -> list[Refusal]:
+        """Write these conversations with their metric deltas until each is stored (I5, I12).
+        `now`: what some of them contribute as they are (a contribution is computed once per round,
+        not again for the delta and the new base: it is a large part of a write's CPU)."""
         metrics = self._metrics
         assert metrics is not None
         slots = metrics.slots(shard_id)
@@ -187,10 +192,14 @@ class DynamoSink:
         stored: dict[str, ConversationState] = {}  # conversations written in stages: the state stored
         refusals: list[Refusal] = []
         merges = rounds = 0
+        known = dict(now)  # contributions of registers as they are; a round that changes them drops them
         while pending:
             items, sizes, deltas, written = {}, {}, {}, {}
             for cid, state in pending.items():
-                change = metrics.delta(state)
+                contributes = known.pop(cid, None)
+                if contributes is None:
+                    contributes = metrics.contribution(state)
+                change = metrics.delta(state, contributes)
                 written[cid] = state if metrics.fits(change) else self._stage(cid, state, stored)
                 items[cid], sizes[cid], dropped = fitted_item(cid, written[cid], state.version + 1, self._derive,
                                                               self._retention)
@@ -199,6 +208,8 @@ class DynamoSink:
                 # a stage, or a field given way to the size limit, has a delta of its own
                 fitted_as_is = written[cid] is state and not dropped
                 deltas[cid] = change if fitted_as_is else metrics.delta_of(written[cid], state.base)
+                if fitted_as_is:
+                    known[cid] = contributes
             transactions = metrics.pack(deltas, sizes, slots)
             metrics.announce(transactions, shard_id)
             outcomes = list(self._pool.map(lambda t: self._transact(t, items, deltas, shard_id), transactions))
@@ -208,10 +219,15 @@ class DynamoSink:
                     slots.give_back(transaction)
                 for cid in transaction.conversations:
                     state, failure = pending[cid], failures.get(cid)
+                    if failure is not None:
+                        known.pop(cid, None)  # a merge or a refusal changes what it contributes
                     if failure is None:
                         state.version += 1
-                        metrics.baseline(written[cid])
-                        state.base = written[cid].base
+                        if cid in known:  # written as it is: what it contributes is the new base
+                            state.base = known.pop(cid)
+                        else:
+                            metrics.baseline(written[cid])
+                            state.base = written[cid].base
                         if written[cid] is state:
                             del pending[cid]
                         else:  # a stage: the next round writes the next one
