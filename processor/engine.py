@@ -32,7 +32,7 @@ from processor import codec
 from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
 from processor.decode import decode
-from processor.analytics.sessions import is_session, participant_of
+from processor.analytics.sessions import is_session, participant_of, session_in
 from processor.limits import (MAX_SESSION_PARTICIPANTS, Unstorable, check_event_time, check_partition_key,
                               check_session, plainly_storable, storable)
 from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Register, Rejected
@@ -219,7 +219,7 @@ class ShardEngine:
         """`event` without a session the metrics cannot keep (dead-lettered, I15): ids too long for a
         metrics key, numbers beyond what sums may reach, a participant beyond
         `MAX_SESSION_PARTICIPANTS` (sessions are bookkeeping no size limit trims)."""
-        name = next((name for name in event.sets if is_session(name)), None)
+        name = session_in(event.sets)
         if name is None:
             return event
         reason = check_session(event.sets[name][1])

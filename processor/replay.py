@@ -38,6 +38,8 @@ REPORT_KEYS = ("events", "exact_repeats", "noop_collapsed", "stale", "rejected",
 @lru_cache(maxsize=65_536)  # a conversation's events share a key: most look-ups repeat
 def shard_index(partition_key: str, shards: int) -> int:
     """The shard a partition key lands on when N shards split the MD5 hash range evenly."""
+    if shards == 1:
+        return 0
     hash_key = int.from_bytes(hashlib.md5(partition_key.encode("utf-8")).digest(), "big")
     return min(hash_key // (HASH_SPACE // shards), shards - 1)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from functools import lru_cache
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from processor.model import Register
 
@@ -36,6 +36,14 @@ SUBTOPICS = {"acd.start": ACD_START, "acd.end": ACD_END, "user.start": USER_STAR
 
 def is_session(name: str) -> bool:
     return name.startswith(PREFIX)
+
+
+def session_in(names: Iterable[str]) -> str | None:
+    """The first session register's name among `names` (an event sets one at most), else None."""
+    for name in names:
+        if name.startswith(PREFIX):
+            return name
+    return None
 
 
 @lru_cache(maxsize=8192)  # a participant's five kinds of event arrive close together
