@@ -65,7 +65,7 @@ class Counters:
 
 #: records taken through the stages together: what one stage leaves for the next (envelopes, events)
 #: is still in the CPU's caches when a chunk is this small (KCL hands over up to 10,000 at once)
-CHUNK_RECORDS = 64
+CHUNK_RECORDS = 32
 
 #: conversations kept decoded after their flush (each a few KB), the least recently touched dropped
 WARM_STATES = 2_500
