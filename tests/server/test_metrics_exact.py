@@ -21,6 +21,7 @@ import pytest
 from processor.analytics import layout
 from processor.dynamodb import metrics as packing
 from tests.conftest import detail_event, records
+from tests.twins import invalid
 from tests.scenarios.metrics import (CHILD, LATE_STEPS, PARENT, CrashPoint, Recorder, Worker, as_records,
                                      assert_exact, chunks, clean, contribution_rows, conversation,
                                      directory_writes, envelopes, fresh_tables, key_violations, metric_rows,
@@ -301,3 +302,36 @@ def test_a_cancelled_transaction_does_not_write_a_directory_key_twice_in_one_flu
     assert_exact(tables, truth(dynamodb, records(early + late, start=1)))
     assert not key_violations(recorder)  # partial keys: once each
     assert directory_writes(recorder) == {f"{CHILD}/flush1": 1}  # fails: 2
+
+
+def test_a_value_dynamodb_refuses_that_moves_a_cell_still_reaches_the_metrics(dynamodb, tmp_path):
+    """I12 with I15: DynamoDB refuses `ended: true` (a rule no check of the processor knows), so the
+    value is tombstoned, and the conversation, no longer ended, has an agent interacting: the gauge
+    must count them. The state had no delta before the refusal, so it went as a plain put, which
+    used to take the new contribution as its base without writing the delta (a hostile review)."""
+    tables = fresh_tables(dynamodb, "refused")
+
+    def refuse_ended(operation: str, kwargs: dict) -> None:
+        if operation == "put_item":
+            items = [kwargs["Item"]] if kwargs["TableName"] == tables.table else []
+        elif operation == "transact_write_items":
+            items = [action["Put"]["Item"] for action in kwargs["TransactItems"]
+                     if "Put" in action and action["Put"]["TableName"] == tables.table]
+        else:
+            return
+        if any(item.get("ended") == {"BOOL": True} for item in items):
+            raise invalid(operation, "One or more parameter values were invalid: a rule of this table")
+
+    cid = f"conv-{uuid.uuid4().hex[:8]}"
+    worker = Worker(tables, tmp_path / "worker", before=refuse_ended)
+    try:
+        worker.apply(records([detail_event(cid, "customer.end", 9000, participantId="customer"),
+                              detail_event(cid, "user.start", 2000, participantId="agent", queueId="q-refused",
+                                           userId="u1")]))
+        worker.finish()
+    finally:
+        worker.die()
+    assert worker.sink.counters.refused == 1
+    rows, stored = metric_rows(tables), contribution_rows(tables)
+    assert rows == stored, "I12: " + row_diff(rows, stored)
+    assert [(row["queueId"], row["oInteracting"]) for row in rows if row["kind"] == "gauge"] == [("q-refused", 1)]
