@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import threading
 import time
-from itertools import islice
 from dataclasses import dataclass, fields
+from itertools import islice
 from typing import Callable, Iterable, Mapping, Sequence
 
 from processor import codec
