@@ -26,7 +26,7 @@ from processor.dynamodb.sink import DynamoSink, NullSink
 from processor.engine import FlushPolicy, ShardEngine, _admits_participant
 from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, plainly_storable, storable
 from processor.model import Record
-from processor.replay import route
+from processor.replay import replay, route
 from processor.reduce import ConversationState, wins
 from processor.store import ShardStore, decode_state, encode_state
 from tests.conftest import T0, detail_event
@@ -287,8 +287,8 @@ def test_a_conversation_back_after_its_flush_is_not_read_again_and_the_warm_stat
     shard.close()
 
 
-def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chunk_by_chunk(tmp_path):
-    client = MemoryDynamoDB()
+def counting_reads(client: MemoryDynamoDB) -> list[int]:
+    """The number of keys of each BatchGetItem `client` answers from now on."""
     asked: list[int] = []
     read = client.batch_get_item
 
@@ -297,6 +297,12 @@ def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chu
         return read(**kwargs)
 
     client.batch_get_item = counted  # type: ignore[method-assign]
+    return asked
+
+
+def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chunk_by_chunk(tmp_path):
+    client = MemoryDynamoDB()
+    asked = counting_reads(client)
     adapter = GenesysAdapter()
     shard = ShardEngine("shardId-000000000001", adapter, ShardStore(str(tmp_path / "state")),
                         DynamoSink(client, "conversations", adapter.derive),
@@ -306,3 +312,13 @@ def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chu
     assert asked == [100, 50]
     assert shard.counters.conversations == 150
     shard.close()
+
+
+def test_replay_feeds_each_shard_batches_whose_new_conversations_are_read_together(tmp_path):
+    client = MemoryDynamoDB()
+    asked = counting_reads(client)
+    adapter = GenesysAdapter()
+    lines = [orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")) for n in range(200)]
+    replay(lines, adapter, DynamoSink(client, "conversations", adapter.derive),
+           JsonlDeadLetters(str(tmp_path / "letters.jsonl")))
+    assert asked == [100, 50]
