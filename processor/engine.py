@@ -141,19 +141,21 @@ class ShardEngine:
         only what `_load` asks for is used."""
         if len(records) <= CHUNK_RECORDS:
             return
-        committed = self._committed
-        keys = dict.fromkeys(record.partition_key for record in records
-                             if committed is None or int(record.sequence_number) > committed)
+        keys = dict.fromkeys(record.partition_key for record in records if not self._applied(record))
         wanted = [cid for cid in keys if cid and cid not in self._touched and cid not in self._warm]
         if wanted:
             self._ahead = self._read(wanted)
+
+    def _applied(self, record: Record) -> bool:
+        """Whether the record's effects are committed here already (KCL redelivers after a crash)."""
+        return self._committed is not None and int(record.sequence_number) <= self._committed
 
     def _process_chunk(self, records: Sequence[Record]) -> None:
         """Admit the records, load their conversations, apply their events: stage by stage."""
         events: list[tuple[ConversationEvent, str | None, Record]] = []
         for record in records:
             before, self._previous = self._previous, record.sequence_number
-            if self._committed is not None and int(record.sequence_number) <= self._committed:
+            if self._applied(record):
                 self.counters.skipped += 1
                 self._pending_records += 1  # applied before, yet maybe never checkpointed: a flush owes KCL one
                 continue
