@@ -4,7 +4,9 @@ moto 5.2.5 deep-copies every table a transaction touches before running it, to r
 cancellation: O(table) per transaction, seconds per call once the conversation table holds
 thousands of items. The patch keeps moto's own transaction code and semantics, and hands it a
 snapshot that copies only the items the transaction names (the rest of the table is shared, and
-left untouched by a cancelled transaction anyway).
+left untouched by a cancelled transaction anyway). moto asks for the snapshot once per action, so
+a 100-action transaction would copy its items 100 times each; one snapshot per table and call is
+handed out instead (moto only reads it back on a cancellation).
 """
 from __future__ import annotations
 
@@ -33,16 +35,19 @@ def _touched_keys(backend: Any, transact_items: list[dict[str, Any]]) -> dict[st
 
 def _transact_write_items(self: Any, transact_items: list[dict[str, Any]]) -> None:
     touched = _touched_keys(self, transact_items)
+    snapshots: dict[str, Table] = {}
 
     def snapshot(value: Any, memo: Any = None) -> Any:
         if not isinstance(value, Table):
             return copy.deepcopy(value, memo)
-        clone = copy.copy(value)
-        clone.items = defaultdict(dict, value.items)
-        for hash_key in touched.get(value.name, ()):
-            if hash_key in value.items:
-                clone.items[hash_key] = copy.deepcopy(value.items[hash_key])
-        return clone
+        if value.name not in snapshots:  # moto asks once per action: a table is copied once per call
+            clone = copy.copy(value)
+            clone.items = defaultdict(dict, value.items)
+            for hash_key in touched.get(value.name, ()):
+                if hash_key in value.items:
+                    clone.items[hash_key] = copy.deepcopy(value.items[hash_key])
+            snapshots[value.name] = clone
+        return snapshots[value.name]
 
     dynamodb_models.copy = types.SimpleNamespace(deepcopy=snapshot, copy=copy.copy)
     try:

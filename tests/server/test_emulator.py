@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import socket
+from typing import Any, Iterator
 
 import boto3
 import pytest
@@ -66,3 +67,51 @@ def test_injected_throttling_answers_like_dynamodb():
             client.get_item(TableName="any", Key={"k": {"S": "v"}})
         assert error.value.response["Error"]["Code"] == "ProvisionedThroughputExceededException"
         client.list_tables()  # control-plane calls are never throttled
+
+
+@pytest.fixture
+def patched_dynamodb(monkeypatch) -> Iterator[Any]:
+    """moto in-process with the emulator's transaction patch, as the emulator server runs it."""
+    import moto
+    import moto.dynamodb.models as dynamodb_models
+
+    from devstack.emulator import dynamodb_patch
+
+    monkeypatch.setattr(dynamodb_models.DynamoDBBackend, "transact_write_items", dynamodb_patch._transact_write_items)
+    with moto.mock_aws():
+        client = boto3.client("dynamodb", region_name="us-east-1", aws_access_key_id="testing",
+                              aws_secret_access_key="testing")
+        client.create_table(TableName="t", BillingMode="PAY_PER_REQUEST",
+                            KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}],
+                            AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}])
+        for n in range(150):
+            client.put_item(TableName="t", Item={"pk": {"S": f"k{n}"}, "v": {"N": "0"}})
+        yield client
+
+
+def bump(key: str, expected: int) -> dict[str, Any]:
+    return {"Put": {"TableName": "t", "Item": {"pk": {"S": key}, "v": {"N": str(expected + 1)}},
+                    "ConditionExpression": "v = :v", "ExpressionAttributeValues": {":v": {"N": str(expected)}}}}
+
+
+def test_a_transaction_copies_each_item_it_names_once_for_its_rollback(patched_dynamodb, monkeypatch):
+    """moto asks for the rollback copy once per action: copying every named item each time made a
+    100-action transaction cost 10,000 item copies, and stalled the demo's emulator past boto3's read
+    timeout once the sink wrote full transactions."""
+    from moto.dynamodb.models.dynamo_type import Item
+
+    copies = []
+    deepcopy = Item.__deepcopy__
+    monkeypatch.setattr(Item, "__deepcopy__", lambda item, memo: copies.append(item) or deepcopy(item, memo))
+    patched_dynamodb.transact_write_items(TransactItems=[bump(f"k{n}", 0) for n in range(100)])
+    assert len(copies) == 100
+    assert patched_dynamodb.get_item(TableName="t", Key={"pk": {"S": "k99"}})["Item"]["v"] == {"N": "1"}
+
+
+def test_a_cancelled_transaction_leaves_every_item_as_it_was(patched_dynamodb):
+    actions = [bump(f"k{n}", 0) for n in range(99)] + [bump("k149", 7)]  # the last condition fails
+    with pytest.raises(ClientError) as refused:
+        patched_dynamodb.transact_write_items(TransactItems=actions)
+    assert refused.value.response["Error"]["Code"] == "TransactionCanceledException"
+    stored = patched_dynamodb.scan(TableName="t")["Items"]
+    assert len(stored) == 150 and {item["v"]["N"] for item in stored} == {"0"}
