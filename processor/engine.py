@@ -103,6 +103,8 @@ class ShardEngine:
         self._touched: dict[str, ConversationState] = {}
         #: committed states, exactly as in RocksDB, least recently touched first
         self._warm: dict[str, ConversationState] = {}
+        #: the current batch's conversations, read before its first chunk: (RocksDB's, DynamoDB's)
+        self._ahead: dict[str, tuple[ConversationState | None, ConversationState | None]] = {}
         self._warm_limit = warm_states
         self._changed: set[str] = set()
         self._last_sequence: str | None = None
@@ -125,15 +127,35 @@ class ShardEngine:
 
     def process(self, records: Sequence[Record]) -> None:
         """Apply a batch of records in order (the flush is separate: see `flush_due`)."""
-        for start in range(0, len(records), CHUNK_RECORDS):
-            self._process_chunk(records[start:start + CHUNK_RECORDS])
+        self._read_ahead(records)
+        try:
+            for start in range(0, len(records), CHUNK_RECORDS):
+                self._process_chunk(records[start:start + CHUNK_RECORDS])
+        finally:
+            self._ahead = {}
+
+    def _read_ahead(self, records: Sequence[Record]) -> None:
+        """Read the conversations of a batch longer than a chunk in one go (a BatchGetItem takes 100
+        keys; chunks reading their own would each make one). The partition keys name them: the
+        EventBridge rule partitions by conversation id. A key that names none is read for nothing:
+        only what `_load` asks for is used."""
+        if len(records) <= CHUNK_RECORDS:
+            return
+        keys = dict.fromkeys(record.partition_key for record in records if not self._applied(record))
+        wanted = [cid for cid in keys if cid and cid not in self._touched and cid not in self._warm]
+        if wanted:
+            self._ahead = self._read(wanted)
+
+    def _applied(self, record: Record) -> bool:
+        """Whether the record's effects are committed here already (KCL redelivers after a crash)."""
+        return self._committed is not None and int(record.sequence_number) <= self._committed
 
     def _process_chunk(self, records: Sequence[Record]) -> None:
         """Admit the records, load their conversations, apply their events: stage by stage."""
         events: list[tuple[ConversationEvent, str | None, Record]] = []
         for record in records:
             before, self._previous = self._previous, record.sequence_number
-            if self._committed is not None and int(record.sequence_number) <= self._committed:
+            if self._applied(record):
                 self.counters.skipped += 1
                 self._pending_records += 1  # applied before, yet maybe never checkpointed: a flush owes KCL one
                 continue
@@ -244,14 +266,27 @@ class ShardEngine:
             missing = [cid for cid in missing if cid not in self._touched]
         if not missing:
             return
-        local = self._store.get_many(missing)
-        unknown = [cid for cid in missing if cid not in local]
-        remote = self._sink.read(unknown) if unknown else {}
-        self.counters.conversations += len(unknown)
-        self.counters.rehydrated += len(remote)
-        loaded = {cid: local.get(cid) or remote.get(cid) or ConversationState() for cid in missing}
+        ahead = self._ahead
+        found = {cid: ahead.pop(cid) for cid in missing if cid in ahead}
+        unread = [cid for cid in missing if cid not in found]
+        if unread:
+            found.update(self._read(unread))
+        loaded = {}
+        for cid in missing:
+            local, remote = found[cid]
+            if local is None:
+                self.counters.conversations += 1
+                self.counters.rehydrated += remote is not None
+            loaded[cid] = local or remote or ConversationState()
         self._sink.baseline(loaded.values())  # what each contributes as stored, before events change it (I12)
         self._touched.update(loaded)
+
+    def _read(self, conversation_ids: list[str]) -> dict[str, tuple[ConversationState | None, ConversationState | None]]:
+        """Each conversation's state in RocksDB, and in DynamoDB where RocksDB has none (I6)."""
+        local = self._store.get_many(conversation_ids)
+        unknown = [cid for cid in conversation_ids if cid not in local]
+        remote = self._sink.read(unknown) if unknown else {}
+        return {cid: (local.get(cid), remote.get(cid)) for cid in conversation_ids}
 
     def flush_due(self, now: float | None = None) -> bool:
         """A flush is due after `max_records` records or `max_seconds` with records pending, or

@@ -22,7 +22,7 @@ from processor import codec
 from processor.analytics.reader import MetricsReader
 from processor.adapters import Adapter
 from processor.deadletters import DeadLetters
-from processor.engine import CHUNK_RECORDS, Counters, FlushPolicy, ShardEngine
+from processor.engine import Counters, FlushPolicy, ShardEngine
 from processor.dynamodb.item import KEY, exportable
 from processor.decode import decode
 from processor.model import Record, Rejected
@@ -33,6 +33,11 @@ HASH_SPACE = 2 ** 128
 MANIFEST = "replay-manifest.json"
 REPORT_KEYS = ("events", "exact_repeats", "noop_collapsed", "stale", "rejected", "changes", "writes",
                "conversations")
+
+
+#: records handed to a shard's engine at a time, as KCL hands a batch: the engine reads the batch's
+#: conversations new to the shard together (100 to a BatchGetItem), then applies it in chunks
+FEED_RECORDS = 500
 
 
 @lru_cache(maxsize=65_536)  # a conversation's events share a key: most look-ups repeat
@@ -160,7 +165,7 @@ def route(adapter: Adapter, data: bytes) -> tuple[str, dict[str, Any] | None]:
 
 def replay(lines: Iterable[bytes], adapter: Adapter, sink: Sink, dead_letters: DeadLetters, *,
            shards: int = 1, state_root: str | None = None, flush_records: int = 10_000,
-           batch_size: int = CHUNK_RECORDS, retention_seconds: int | None = None,
+           batch_size: int = FEED_RECORDS, retention_seconds: int | None = None,
            on_progress: Callable[[int], None] | None = None) -> ReplayResult:
     """Run every line through its shard's engine; flush everything at the end."""
     if shards < 1:

@@ -4,7 +4,8 @@ Each fast path decides the common case cheaply and hands everything else to the 
 orjson before the exact JSON parser (`codec.loads`), the plain-value check before `storable`, the
 register count before the participant census, the stamp comparison before `wins`, the store's
 packed keys before its format-1 numbers, the states kept in memory after a flush before RocksDB
-(`warm_states`), and records taken in chunks before the whole batch at once. The properties here say the two always agree; the last
+(`warm_states`), records taken in chunks before the whole batch at once, and a batch's
+conversations read ahead before each chunk reads its own. The properties here say the two always agree; the last
 test runs whole records, poison included, through the engine both ways.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from processor.dynamodb.sink import DynamoSink, NullSink
 from processor.engine import FlushPolicy, ShardEngine, _admits_participant
 from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, plainly_storable, storable
 from processor.model import Record
+from processor.replay import replay, route
 from processor.reduce import ConversationState, wins
 from processor.store import ShardStore, decode_state, encode_state
 from tests.conftest import T0, detail_event
@@ -151,6 +153,7 @@ def general_paths(monkeypatch) -> None:
     monkeypatch.setattr(engine_module, "_admits_participant", census)
     monkeypatch.setattr(reduce_module, "_join_into", join_by_wins)
     monkeypatch.setattr(ShardEngine, "_keep_warm", lambda self, committed: None)  # every load from RocksDB
+    monkeypatch.setattr(ShardEngine, "_read_ahead", lambda self, records: None)  # each chunk reads its own
     monkeypatch.setattr(engine_module, "CHUNK_RECORDS", 10 ** 9)
 
 
@@ -223,7 +226,8 @@ def run(tmp_path, name: str, lines: list[bytes], warm_states: int = engine_modul
                         DynamoSink(client, "conversations", adapter.derive), DynamoDeadLetters(client, "dead-letters"),
                         FlushPolicy(max_records=10 ** 6), clock=lambda: (T0 + 3_600_000) / 1000,
                         warm_states=warm_states)
-    records = [Record(line, str(n), "pk", arrival_ms=T0 + 3_600_000) for n, line in enumerate(lines, 1)]
+    records = [Record(line, str(n), route(adapter, line)[0], arrival_ms=T0 + 3_600_000)
+               for n, line in enumerate(lines, 1)]
     for start in range(0, len(records), batch):
         shard.process(records[start:start + batch])
         shard.flush()
@@ -281,3 +285,40 @@ def test_a_conversation_back_after_its_flush_is_not_read_again_and_the_warm_stat
     assert feed("c3") == ["c3"]  # c2, the least recently touched, makes room
     assert feed("c2") == ["c2"]
     shard.close()
+
+
+def counting_reads(client: MemoryDynamoDB) -> list[int]:
+    """The number of keys of each BatchGetItem `client` answers from now on."""
+    asked: list[int] = []
+    read = client.batch_get_item
+
+    def counted(**kwargs):
+        asked.append(sum(len(table["Keys"]) for table in kwargs["RequestItems"].values()))
+        return read(**kwargs)
+
+    client.batch_get_item = counted  # type: ignore[method-assign]
+    return asked
+
+
+def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chunk_by_chunk(tmp_path):
+    client = MemoryDynamoDB()
+    asked = counting_reads(client)
+    adapter = GenesysAdapter()
+    shard = ShardEngine("shardId-000000000001", adapter, ShardStore(str(tmp_path / "state")),
+                        DynamoSink(client, "conversations", adapter.derive),
+                        JsonlDeadLetters(str(tmp_path / "letters.jsonl")), clock=lambda: (T0 + 3_600_000) / 1000)
+    shard.process([Record(orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")), str(n),
+                          f"c{n % 150}", arrival_ms=T0 + 3_600_000) for n in range(1, 201)])
+    assert asked == [100, 50]
+    assert shard.counters.conversations == 150
+    shard.close()
+
+
+def test_replay_feeds_each_shard_batches_whose_new_conversations_are_read_together(tmp_path):
+    client = MemoryDynamoDB()
+    asked = counting_reads(client)
+    adapter = GenesysAdapter()
+    lines = [orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")) for n in range(200)]
+    replay(lines, adapter, DynamoSink(client, "conversations", adapter.derive),
+           JsonlDeadLetters(str(tmp_path / "letters.jsonl")))
+    assert asked == [100, 50]
