@@ -44,6 +44,8 @@ OnRefused = Callable[[list[Refusal]], None]
 
 class Sink(Protocol):
     counters: SinkCounters
+    #: whether `read` can find anything (False: a dry run's sink, which keeps nothing)
+    keeps_states: bool
 
     def read(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         """Stored states of these conversations (absent ones are left out)."""
@@ -78,6 +80,8 @@ class SinkCounters:
 class NullSink:
     """Writes nothing and knows nothing: the engine alone, for dry runs and benchmarks."""
 
+    keeps_states = False
+
     def __init__(self) -> None:
         self.counters = SinkCounters()
 
@@ -95,6 +99,8 @@ class NullSink:
 
 
 class DynamoSink:
+    keeps_states = True
+
     def __init__(self, client: Any, table: str, derive: Derive | None = None,
                  retention: Retention | None = None, concurrency: int = 16, metrics: MetricsTarget | None = None):
         """`metrics`: keep the queue and agent metrics there too (None: conversation states only)."""

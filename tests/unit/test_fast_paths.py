@@ -23,7 +23,7 @@ from processor.analytics.sessions import is_session, participant_of
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.deadletters import JsonlDeadLetters
 from processor.dynamodb.sink import DynamoSink, NullSink
-from processor.engine import FlushPolicy, ShardEngine, _admits_participant
+from processor.engine import CHUNK_RECORDS, FlushPolicy, ShardEngine, _admits_participant
 from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, plainly_storable, storable
 from processor.model import Record
 from processor.replay import replay, route
@@ -322,3 +322,13 @@ def test_replay_feeds_each_shard_batches_whose_new_conversations_are_read_togeth
     replay(lines, adapter, DynamoSink(client, "conversations", adapter.derive),
            JsonlDeadLetters(str(tmp_path / "letters.jsonl")))
     assert asked == [100, 50]
+
+
+def test_a_dry_replay_feeds_each_shard_a_chunk_at_a_time(tmp_path, monkeypatch):
+    """A dry run reads nothing: its feed keeps each line's decode (done to route it) next to its apply."""
+    fed: list[int] = []
+    process = ShardEngine.process
+    monkeypatch.setattr(ShardEngine, "process", lambda engine, records: fed.append(len(records)) or process(engine, records))
+    lines = [orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")) for n in range(200)]
+    replay(lines, GenesysAdapter(), NullSink(), JsonlDeadLetters(str(tmp_path / "letters.jsonl")))
+    assert sum(fed) == 200 and max(fed) == CHUNK_RECORDS
