@@ -103,8 +103,8 @@ class ShardEngine:
         self._touched: dict[str, ConversationState] = {}
         #: committed states, exactly as in RocksDB, least recently touched first
         self._warm: dict[str, ConversationState] = {}
-        #: the current batch's conversations, read before its first chunk: (RocksDB's, DynamoDB's)
-        self._ahead: dict[str, tuple[ConversationState | None, ConversationState | None]] = {}
+        #: the current batch's conversations RocksDB lacks, read from DynamoDB before its first chunk
+        self._ahead: dict[str, ConversationState | None] = {}
         self._warm_limit = warm_states
         self._changed: set[str] = set()
         self._last_sequence: str | None = None
@@ -135,16 +135,19 @@ class ShardEngine:
             self._ahead = {}
 
     def _read_ahead(self, records: Sequence[Record]) -> None:
-        """Read the conversations of a batch longer than a chunk in one go (a BatchGetItem takes 100
-        keys; chunks reading their own would each make one). The partition keys name them: the
-        EventBridge rule partitions by conversation id. A key that names none is read for nothing:
-        only what `_load` asks for is used."""
-        if len(records) <= CHUNK_RECORDS:
+        """Read from DynamoDB, in one go, the conversations of a batch longer than a chunk that
+        RocksDB certainly lacks (a BatchGetItem takes 100 keys; chunks reading their own would each
+        make one). The partition keys name them: the EventBridge rule partitions by conversation id;
+        a key that names none is read for nothing, as only what `_load` asks for is used. States
+        RocksDB may hold are left to their chunk, decoded where their events apply."""
+        if len(records) <= CHUNK_RECORDS or not self._sink.keeps_states:
             return
         keys = dict.fromkeys(record.partition_key for record in records if not self._applied(record))
-        wanted = [cid for cid in keys if cid and cid not in self._touched and cid not in self._warm]
-        if wanted:
-            self._ahead = self._read(wanted)
+        touched, warm, may_hold = self._touched, self._warm, self._store.may_hold
+        absent = [cid for cid in keys if cid and cid not in touched and cid not in warm and not may_hold(cid)]
+        if absent:
+            stored = self._sink.read(absent)
+            self._ahead = {cid: stored.get(cid) for cid in absent}
 
     def _applied(self, record: Record) -> bool:
         """Whether the record's effects are committed here already (KCL redelivers after a crash)."""
@@ -267,7 +270,7 @@ class ShardEngine:
         if not missing:
             return
         ahead = self._ahead
-        found = {cid: ahead.pop(cid) for cid in missing if cid in ahead}
+        found = {cid: (None, ahead.pop(cid)) for cid in missing if cid in ahead}
         unread = [cid for cid in missing if cid not in found]
         if unread:
             found.update(self._read(unread))

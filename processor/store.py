@@ -184,6 +184,11 @@ class ShardStore:
         data = self._value(self._db.get(_STATE + conversation_id.encode("utf-8")))
         return decode_state(data) if data is not None else None
 
+    def may_hold(self, conversation_id: str) -> bool:
+        """False when this store certainly has no state for the conversation (its Bloom filters and
+        memtables say so, without reading a block); True when it may."""
+        return self._db.key_may_exist(_STATE + conversation_id.encode("utf-8"))
+
     def get_many(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
         ids = list(conversation_ids)
         values = self._db.get([_STATE + cid.encode("utf-8") for cid in ids])

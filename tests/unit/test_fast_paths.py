@@ -241,11 +241,16 @@ def run(tmp_path, name: str, lines: list[bytes], warm_states: int = engine_modul
 
 
 @given(st.integers(0, 2 ** 32), st.lists(st.integers(0, 100), min_size=1, max_size=8),
-       st.sampled_from([1, 2, engine_module.WARM_STATES]), st.sampled_from([1, 7, 200]))
+       st.sampled_from([1, 2, engine_module.WARM_STATES]), st.sampled_from([1, 7, 200]),
+       st.sampled_from([3, engine_module.CHUNK_RECORDS]))
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-def test_the_engine_with_its_shortcuts_does_what_it_does_without_them(tmp_path_factory, seed, picks, warm, batch):
+def test_the_engine_with_its_shortcuts_does_what_it_does_without_them(tmp_path_factory, seed, picks, warm, batch,
+                                                                      chunk):
+    """`chunk`: a storm is shorter than a real chunk; small ones make its batches read ahead."""
     lines = storm(seed, picks)
-    fast = run(tmp_path_factory.mktemp("fast"), "state", lines, warm, batch)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.setattr(engine_module, "CHUNK_RECORDS", chunk)
+        fast = run(tmp_path_factory.mktemp("fast"), "state", lines, warm, batch)
     with pytest.MonkeyPatch.context() as monkeypatch:
         general_paths(monkeypatch)
         general = run(tmp_path_factory.mktemp("general"), "state", lines, warm, batch)
@@ -298,6 +303,31 @@ def counting_reads(client: MemoryDynamoDB) -> list[int]:
 
     client.batch_get_item = counted  # type: ignore[method-assign]
     return asked
+
+
+def test_a_batch_leaves_the_conversations_rocksdb_holds_to_their_chunks(tmp_path):
+    """Only what RocksDB certainly lacks is read ahead: the rest is decoded where its events apply."""
+    client = MemoryDynamoDB()
+    asked = counting_reads(client)
+    adapter = GenesysAdapter()
+    store = ShardStore(str(tmp_path / "state"))
+    shard = ShardEngine("shardId-000000000001", adapter, store, DynamoSink(client, "conversations", adapter.derive),
+                        JsonlDeadLetters(str(tmp_path / "letters.jsonl")), clock=lambda: (T0 + 3_600_000) / 1000,
+                        warm_states=0)
+
+    def batch(first: int) -> list[Record]:
+        return [Record(orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")), str(n),
+                       f"c{n % 150}", arrival_ms=T0 + 3_600_000) for n in range(first, first + 200)]
+
+    shard.process(batch(1))
+    shard.flush()
+    fetched: list[int] = []
+    get_many = store.get_many
+    store.get_many = lambda ids: fetched.append(len(ids := list(ids))) or get_many(ids)  # type: ignore[method-assign]
+    shard.process(batch(201))
+    assert asked == [100, 50]  # the first batch's only
+    assert sum(fetched) == 150 and max(fetched) <= CHUNK_RECORDS
+    shard.close()
 
 
 def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chunk_by_chunk(tmp_path):
