@@ -39,7 +39,7 @@ from processor.model import ConversationEvent, DeadLetter, Record, Refusal, Regi
 from processor.reduce import ConversationState, Outcome, apply
 
 from processor.dynamodb.sink import Sink
-from processor.store import Held, ShardStore
+from processor.store import Held, ShardStore, decode_state
 
 
 @dataclass
@@ -69,6 +69,9 @@ CHUNK_RECORDS = 32
 
 #: conversations kept decoded after their flush (each a few KB), the least recently touched dropped
 WARM_STATES = 2_500
+
+#: a conversation as read: its state in RocksDB (still encoded), and in DynamoDB where RocksDB has none
+Found = tuple[bytes | None, ConversationState | None]
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,9 @@ class ShardEngine:
         self._touched: dict[str, ConversationState] = {}
         #: committed states, exactly as in RocksDB, least recently touched first
         self._warm: dict[str, ConversationState] = {}
-        #: the current batch's conversations RocksDB lacks, read from DynamoDB before its first chunk
-        self._ahead: dict[str, ConversationState | None] = {}
+        #: the current batch's conversations, read before its first chunk: (RocksDB's, still encoded;
+        #: DynamoDB's, where RocksDB has none)
+        self._ahead: dict[str, Found] = {}
         self._warm_limit = warm_states
         self._changed: set[str] = set()
         self._last_sequence: str | None = None
@@ -135,19 +139,18 @@ class ShardEngine:
             self._ahead = {}
 
     def _read_ahead(self, records: Sequence[Record]) -> None:
-        """Read from DynamoDB, in one go, the conversations of a batch longer than a chunk that
-        RocksDB certainly lacks (a BatchGetItem takes 100 keys; chunks reading their own would each
-        make one). The partition keys name them: the EventBridge rule partitions by conversation id;
-        a key that names none is read for nothing, as only what `_load` asks for is used. States
-        RocksDB may hold are left to their chunk, decoded where their events apply."""
+        """Read the conversations of a batch longer than a chunk in one go: DynamoDB's 100 to a
+        BatchGetItem (chunks reading their own would each make one), RocksDB's left encoded, to be
+        decoded in the chunk where their events apply. The partition keys name them: the EventBridge
+        rule partitions by conversation id. A key that names none is read for nothing (only what
+        `_load` asks for is used); one no read may carry is left to the chunk, which refuses it."""
         if len(records) <= CHUNK_RECORDS or not self._sink.keeps_states:
             return
         keys = dict.fromkeys(record.partition_key for record in records if not self._applied(record))
-        touched, warm, may_hold = self._touched, self._warm, self._store.may_hold
-        absent = [cid for cid in keys if cid and cid not in touched and cid not in warm and not may_hold(cid)]
-        if absent:
-            stored = self._sink.read(absent)
-            self._ahead = {cid: stored.get(cid) for cid in absent}
+        touched, warm = self._touched, self._warm
+        wanted = [cid for cid in keys if cid not in touched and cid not in warm and _readable(cid)]
+        if wanted:
+            self._ahead = self._read(wanted)
 
     def _applied(self, record: Record) -> bool:
         """Whether the record's effects are committed here already (KCL redelivers after a crash)."""
@@ -270,23 +273,25 @@ class ShardEngine:
         if not missing:
             return
         ahead = self._ahead
-        found = {cid: (None, ahead.pop(cid)) for cid in missing if cid in ahead}
+        found = {cid: ahead.pop(cid) for cid in missing if cid in ahead}
         unread = [cid for cid in missing if cid not in found]
         if unread:
             found.update(self._read(unread))
         loaded = {}
         for cid in missing:
             local, remote = found[cid]
-            if local is None:
-                self.counters.conversations += 1
-                self.counters.rehydrated += remote is not None
-            loaded[cid] = local or remote or ConversationState()
+            if local is not None:
+                loaded[cid] = decode_state(local)
+                continue
+            self.counters.conversations += 1
+            self.counters.rehydrated += remote is not None
+            loaded[cid] = remote or ConversationState()
         self._sink.baseline(loaded.values())  # what each contributes as stored, before events change it (I12)
         self._touched.update(loaded)
 
-    def _read(self, conversation_ids: list[str]) -> dict[str, tuple[ConversationState | None, ConversationState | None]]:
+    def _read(self, conversation_ids: list[str]) -> dict[str, Found]:
         """Each conversation's state in RocksDB, and in DynamoDB where RocksDB has none (I6)."""
-        local = self._store.get_many(conversation_ids)
+        local = self._store.get_encoded(conversation_ids)
         unknown = [cid for cid in conversation_ids if cid not in local]
         remote = self._sink.read(unknown) if unknown else {}
         return {cid: (local.get(cid), remote.get(cid)) for cid in conversation_ids}
@@ -387,6 +392,20 @@ def _admits_participant(registers: Mapping[str, Register], name: str) -> bool:
     participant = participant_of(name)
     known = {participant_of(other) for other in registers if is_session(other)}
     return participant in known or len(known) < MAX_SESSION_PARTICIPANTS
+
+
+def _readable(key: str) -> bool:
+    """Whether a partition key may be read as a conversation id: DynamoDB refuses a read of a key
+    it could never store (too long), and a lone surrogate cannot be encoded at all."""
+    if not key or check_partition_key(key) is not None:
+        return False
+    if key.isascii():
+        return True
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _earliest(held: Held) -> float:

@@ -184,15 +184,15 @@ class ShardStore:
         data = self._value(self._db.get(_STATE + conversation_id.encode("utf-8")))
         return decode_state(data) if data is not None else None
 
-    def may_hold(self, conversation_id: str) -> bool:
-        """False when this store certainly has no state for the conversation (its Bloom filters and
-        memtables say so, without reading a block); True when it may."""
-        return self._db.key_may_exist(_STATE + conversation_id.encode("utf-8"))
-
     def get_many(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
+        return {cid: decode_state(data) for cid, data in self.get_encoded(conversation_ids).items()}
+
+    def get_encoded(self, conversation_ids: Iterable[str]) -> dict[str, bytes]:
+        """The stored states, still encoded (`decode_state`): fetched together, decoded one by one
+        where they are used."""
         ids = list(conversation_ids)
         values = self._db.get([_STATE + cid.encode("utf-8") for cid in ids])
-        return {cid: decode_state(data) for cid, data in zip(ids, map(self._value, values)) if data is not None}
+        return {cid: data for cid, data in zip(ids, map(self._value, values)) if data is not None}
 
     def _value(self, stored: bytes | None) -> bytes | None:
         return stored[: len(stored) - self._suffix] if stored is not None and self._suffix else stored

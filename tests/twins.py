@@ -443,6 +443,9 @@ def _key_of(key: Any, key_name: str, operation: str) -> str:
     if value == "":
         raise invalid(operation, "One or more parameter values are not valid. The AttributeValue for a key "
                                  f"attribute cannot contain an empty string value. Key: {key_name}")
+    if len(value.encode("utf-8")) > 2048:
+        raise invalid(operation, "One or more parameter values were invalid: Size of hashkey has exceeded the "
+                                 "maximum size limit of2048 bytes")
     return value
 
 

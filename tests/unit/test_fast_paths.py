@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from processor import codec, engine as engine_module, reduce as reduce_module
 from processor.adapters.genesys import GenesysAdapter
+from processor.config import Settings
 from processor.analytics.sessions import is_session, participant_of
 from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.deadletters import JsonlDeadLetters
@@ -270,8 +271,8 @@ def test_a_re_emit_serialized_another_way_is_an_exact_repeat():
 def test_a_conversation_back_after_its_flush_is_not_read_again_and_the_warm_states_are_bounded(tmp_path):
     store = ShardStore(str(tmp_path / "state"))
     asked: list[str] = []
-    read = store.get_many
-    store.get_many = lambda ids: read(asked.extend(ids) or ids)  # type: ignore[method-assign]
+    read = store.get_encoded
+    store.get_encoded = lambda ids: read(asked.extend(ids) or ids)  # type: ignore[method-assign]
     shard = ShardEngine("shardId-000000000001", GenesysAdapter(), store, NullSink(),
                         JsonlDeadLetters(str(tmp_path / "letters.jsonl")), warm_states=2,
                         clock=lambda: (T0 + 3_600_000) / 1000)
@@ -305,42 +306,57 @@ def counting_reads(client: MemoryDynamoDB) -> list[int]:
     return asked
 
 
-def test_a_batch_leaves_the_conversations_rocksdb_holds_to_their_chunks(tmp_path):
-    """Only what RocksDB certainly lacks is read ahead: the rest is decoded where its events apply."""
+def store_as_opened(tmp_path, how: str) -> ShardStore:
+    """A shard's store as production opens it: with RocksDB's TTL (every `processor` command), or
+    reopened over files a previous process left (every KCL child after the first)."""
+    path = str(tmp_path / "state")
+    if how == "reopened":
+        earlier = ShardStore(path)
+        earlier.commit({f"old{n}": ConversationState() for n in range(500)}, "1")
+        earlier.compact()
+        earlier.close()
+    return ShardStore(path, Settings().retention_seconds if how == "ttl" else None)
+
+
+def batch_of(conversations: int, records: int, first: int = 1, name=lambda n: f"c{n}") -> list[Record]:
+    return [Record(orjson.dumps(detail_event(name(n % conversations), "acd.start", 1000 + n, queueId="q")), str(n),
+                   name(n % conversations), arrival_ms=T0 + 3_600_000) for n in range(first, first + records)]
+
+
+@pytest.mark.parametrize("opened", ["fresh", "ttl", "reopened"])
+def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chunk_by_chunk(tmp_path, opened):
+    """On every store production opens: a TTL store's (and a reopened one's) Bloom probe answers
+    "may exist" for every key, so a read-ahead asking it would never batch a read."""
     client = MemoryDynamoDB()
     asked = counting_reads(client)
     adapter = GenesysAdapter()
-    store = ShardStore(str(tmp_path / "state"))
-    shard = ShardEngine("shardId-000000000001", adapter, store, DynamoSink(client, "conversations", adapter.derive),
-                        JsonlDeadLetters(str(tmp_path / "letters.jsonl")), clock=lambda: (T0 + 3_600_000) / 1000,
-                        warm_states=0)
-
-    def batch(first: int) -> list[Record]:
-        return [Record(orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")), str(n),
-                       f"c{n % 150}", arrival_ms=T0 + 3_600_000) for n in range(first, first + 200)]
-
-    shard.process(batch(1))
-    shard.flush()
-    fetched: list[int] = []
-    get_many = store.get_many
-    store.get_many = lambda ids: fetched.append(len(ids := list(ids))) or get_many(ids)  # type: ignore[method-assign]
-    shard.process(batch(201))
-    assert asked == [100, 50]  # the first batch's only
-    assert sum(fetched) == 150 and max(fetched) <= CHUNK_RECORDS
+    shard = ShardEngine("shardId-000000000001", adapter, store_as_opened(tmp_path, opened),
+                        DynamoSink(client, "conversations", adapter.derive),
+                        JsonlDeadLetters(str(tmp_path / "letters.jsonl")), clock=lambda: (T0 + 3_600_000) / 1000)
+    shard.process(batch_of(150, 200))
+    assert asked == [100, 50]
+    assert shard.counters.conversations == 150
+    shard.process(batch_of(150, 200, first=201))  # all of them known now: nothing to read
+    assert asked == [100, 50]
     shard.close()
 
 
-def test_a_batch_reads_its_new_conversations_from_dynamodb_100_at_a_time_not_chunk_by_chunk(tmp_path):
+def test_a_partition_key_no_read_may_carry_is_left_to_its_chunk(tmp_path):
+    """A read-ahead of a key DynamoDB refuses to read (over 2,048 bytes) would fail the whole batch;
+    its record is dead-lettered in its chunk as without the read-ahead (I7). A lone surrogate cannot
+    even be encoded."""
     client = MemoryDynamoDB()
-    asked = counting_reads(client)
     adapter = GenesysAdapter()
     shard = ShardEngine("shardId-000000000001", adapter, ShardStore(str(tmp_path / "state")),
                         DynamoSink(client, "conversations", adapter.derive),
                         JsonlDeadLetters(str(tmp_path / "letters.jsonl")), clock=lambda: (T0 + 3_600_000) / 1000)
-    shard.process([Record(orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")), str(n),
-                          f"c{n % 150}", arrival_ms=T0 + 3_600_000) for n in range(1, 201)])
-    assert asked == [100, 50]
-    assert shard.counters.conversations == 150
+    records = batch_of(30, 40)
+    records[5] = batch_of(1, 1, name=lambda n: "x" * 3000)[0]._replace(sequence_number="6")
+    records[9] = records[9]._replace(partition_key="\ud800")
+    shard.process(records)
+    shard.flush()
+    assert shard.counters.rejected == 1 and shard.counters.conversations == 30
+    assert len(client.items("conversations")) == 30
     shard.close()
 
 
