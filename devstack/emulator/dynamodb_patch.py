@@ -6,7 +6,9 @@ thousands of items. The patch keeps moto's own transaction code and semantics, a
 snapshot that copies only the items the transaction names (the rest of the table is shared, and
 left untouched by a cancelled transaction anyway). moto asks for the snapshot once per action, so
 a 100-action transaction would copy its items 100 times each; one snapshot per table and call is
-handed out instead (moto only reads it back on a cancellation).
+handed out instead (moto only reads it back on a cancellation). The snapshot is put in place by
+swapping the `copy` module moto's models use, for the length of the call: safe because the emulator
+serves one request at a time (its request lock), not for concurrent callers in one process.
 """
 from __future__ import annotations
 
