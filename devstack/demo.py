@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 import orjson
+from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
 
 from processor.adapters import Adapter
 from processor.config import Settings
@@ -279,18 +280,32 @@ def batches(lines: Iterator[bytes], size: int) -> Iterator[list[bytes]]:
 
 def wait_until_drained(stack: Stack, producer: Producer, timeout: float, on_tick=None) -> None:
     deadline = time.monotonic() + timeout
+    checkpoints: dict[str, str] = {}
     while True:
-        checkpoints = lease_checkpoints(stack.dynamodb)
-        closed = closed_shards(stack.kinesis)
-        if on_tick is not None:
-            on_tick(checkpoints)
-        if drained(producer, checkpoints, closed):
-            return
+        polled = poll_progress(stack)
+        if polled is not None:
+            checkpoints, closed = polled
+            if on_tick is not None:
+                on_tick(checkpoints)
+            if drained(producer, checkpoints, closed):
+                return
         if time.monotonic() > deadline:
             raise TimeoutError(f"records not all checkpointed after {timeout:.0f}s: {checkpoints}")
         if not any(d.alive() for d in stack.daemons):
             raise RuntimeError(f"every KCL daemon exited; see the worker logs in {stack.workdir}")
         time.sleep(0.5)
+
+
+def poll_progress(stack: Stack) -> tuple[dict[str, str], set[str]] | None:
+    """The lease checkpoints and the closed shards; None when the emulator did not answer in time.
+
+    The emulator serves one request at a time, and the children's flushes queue dozens of
+    transactions at once: a poll may wait past the client's read timeout. It is asked again on the
+    next tick; the drain's own deadline still bounds the wait."""
+    try:
+        return lease_checkpoints(stack.dynamodb), closed_shards(stack.kinesis)
+    except (ReadTimeoutError, ConnectTimeoutError):
+        return None
 
 
 def replay_matches(stack: Stack, events: Path, adapter: Adapter, shards: int) -> tuple[bool, bool]:

@@ -1,10 +1,15 @@
 """The shard's CloudWatch EMF lines: deltas once an interval and at the stop, and the local stack
-reading its progress and totals back from the daemon's log."""
+reading its progress and totals back from the daemon's log (and polling the leases through a busy
+emulator)."""
 from __future__ import annotations
 
 import io
 import json
+from types import SimpleNamespace
 
+from botocore.exceptions import ReadTimeoutError
+
+from devstack import demo
 from devstack.demo import ShardMetrics, report_of, totals
 from processor.metrics import COUNTER_METRICS, FlushMetrics
 from processor.replay import REPORT_KEYS
@@ -54,3 +59,24 @@ def test_the_local_stack_sums_each_shards_lines_once_and_only_its_own(tmp_path):
     report = report_of(summed, conversations=7)
     assert list(report) == list(REPORT_KEYS) and report["events"] == 12 and report["stale"] == 1
     assert report["conversations"] == 7 and set(COUNTER_METRICS) >= set(REPORT_KEYS) - {"writes"}
+
+
+def test_the_demo_waits_on_through_a_poll_the_busy_emulator_did_not_answer_in_time(monkeypatch):
+    """The emulator serves one request at a time; while the children flush, a progress poll can wait
+    past the client's read timeout. That once ended the demo with 'Read timeout on endpoint URL'."""
+    answers = iter([ReadTimeoutError(endpoint_url="http://127.0.0.1:1/"), {"shardId-000000000000": "7"}])
+
+    def lease_checkpoints(dynamodb):
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(demo, "lease_checkpoints", lease_checkpoints)
+    monkeypatch.setattr(demo, "closed_shards", lambda kinesis: set())
+    monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
+    stack = SimpleNamespace(dynamodb=None, kinesis=None, daemons=[SimpleNamespace(alive=lambda: True)])
+    producer = demo.Producer(kinesis=None, adapter=None, last_sequence={"shardId-000000000000": 7})
+    seen: list[dict[str, str]] = []
+    demo.wait_until_drained(stack, producer, timeout=60, on_tick=seen.append)
+    assert seen == [{"shardId-000000000000": "7"}]
