@@ -184,9 +184,6 @@ class ShardStore:
         data = self._value(self._db.get(_STATE + conversation_id.encode("utf-8")))
         return decode_state(data) if data is not None else None
 
-    def get_many(self, conversation_ids: Iterable[str]) -> dict[str, ConversationState]:
-        return {cid: decode_state(data) for cid, data in self.get_encoded(conversation_ids).items()}
-
     def get_encoded(self, conversation_ids: Iterable[str]) -> dict[str, bytes]:
         """The stored states, still encoded (`decode_state`): fetched together, decoded one by one
         where they are used."""

@@ -364,7 +364,7 @@ def test_replay_feeds_each_shard_batches_whose_new_conversations_are_read_togeth
     client = MemoryDynamoDB()
     asked = counting_reads(client)
     adapter = GenesysAdapter()
-    lines = [orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")) for n in range(200)]
+    lines = [record.data for record in batch_of(150, 200)]
     replay(lines, adapter, DynamoSink(client, "conversations", adapter.derive),
            JsonlDeadLetters(str(tmp_path / "letters.jsonl")))
     assert asked == [100, 50]
@@ -375,6 +375,6 @@ def test_a_dry_replay_feeds_each_shard_a_chunk_at_a_time(tmp_path, monkeypatch):
     fed: list[int] = []
     process = ShardEngine.process
     monkeypatch.setattr(ShardEngine, "process", lambda engine, records: fed.append(len(records)) or process(engine, records))
-    lines = [orjson.dumps(detail_event(f"c{n % 150}", "acd.start", 1000 + n, queueId="q")) for n in range(200)]
+    lines = [record.data for record in batch_of(150, 200)]
     replay(lines, GenesysAdapter(), NullSink(), JsonlDeadLetters(str(tmp_path / "letters.jsonl")))
     assert sum(fed) == 200 and max(fed) == CHUNK_RECORDS
