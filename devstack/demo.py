@@ -6,7 +6,7 @@
   4. put the events with the conversation id as partition key, as the EventBridge rule does,
      splitting a shard half-way through when asked;
   5. wait until every record is processed and checkpointed (open shards at their last sequence,
-     closed ones at SHARD_END), showing progress;
+     closed ones finished), showing progress;
   6. stop the daemon (SIGTERM: children flush, checkpoint and write their last metrics line),
      export the table, write the report, and check the table against `processor replay` of the
      same events.
@@ -26,7 +26,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import orjson
 from botocore.exceptions import ConnectTimeoutError, ReadTimeoutError
@@ -98,21 +98,38 @@ def lease_owners(dynamodb: Any, application: str = APPLICATION) -> dict[str, str
             if lease.get("checkpoint") != "SHARD_END"}
 
 
-def drained(producer: Producer, checkpoints: dict[str, str], closed: set[str]) -> bool:
-    """Every shard that got records is checkpointed at its last record, or at SHARD_END if closed."""
+def drained(producer: Producer, checkpoints: dict[str, str], closed: Mapping[str, set[str]]) -> bool:
+    """Every shard that got records is checkpointed at its last record, or finished if closed."""
     for shard, last in producer.last_sequence.items():
         checkpoint = checkpoints.get(shard, "")
         if shard in closed:
-            if checkpoint != "SHARD_END":
+            if not finished(shard, checkpoints, closed[shard]):
                 return False
         elif not checkpoint.isdigit() or int(checkpoint) < last:
             return False
     return True
 
 
-def closed_shards(kinesis: Any, stream: str = STREAM) -> set[str]:
+def finished(shard: str, checkpoints: Mapping[str, str], children: set[str]) -> bool:
+    """Whether a closed shard was processed to its end: its lease at SHARD_END, or gone once a child
+    has checkpointed. KCL deletes a finished parent's lease once its children have moved past their
+    initial position (LeaseCleanupManager), and starts a child only after its parents ended, so a
+    slow drain may never see the parent at SHARD_END."""
+    if shard in checkpoints:
+        return checkpoints[shard] == "SHARD_END"
+    return any(checkpoints.get(child, "").isdigit() or checkpoints.get(child) == "SHARD_END" for child in children)
+
+
+def closed_shards(kinesis: Any, stream: str = STREAM) -> dict[str, set[str]]:
+    """Each closed shard, with the shards split or merged out of it."""
     shards = list_shards(kinesis, stream)
-    return {s["ShardId"] for s in shards if "EndingSequenceNumber" in s["SequenceNumberRange"]}
+    closed: dict[str, set[str]] = {s["ShardId"]: set() for s in shards
+                                   if "EndingSequenceNumber" in s["SequenceNumberRange"]}
+    for s in shards:
+        for parent in (s.get("ParentShardId"), s.get("AdjacentParentShardId")):
+            if parent in closed:
+                closed[parent].add(s["ShardId"])
+    return closed
 
 
 #: the start of an EMF line as the daemon echoes it: raw, unprefixed (the wrapped copy it also logs,
@@ -296,8 +313,9 @@ def wait_until_drained(stack: Stack, producer: Producer, timeout: float, on_tick
         time.sleep(0.5)
 
 
-def poll_progress(stack: Stack) -> tuple[dict[str, str], set[str]] | None:
-    """The lease checkpoints and the closed shards; None when the emulator did not answer in time.
+def poll_progress(stack: Stack) -> tuple[dict[str, str], dict[str, set[str]]] | None:
+    """The lease checkpoints and the closed shards with their children; None when the emulator did
+    not answer in time.
 
     The emulator serves one request at a time, and the children's flushes queue dozens of
     transactions at once: a poll may wait past the client's read timeout. It is asked again on the

@@ -191,7 +191,7 @@ def stalled_at_shard_end(stack: Stack) -> set[str]:
     ended = {match.group(1) for daemon in stack.daemons if daemon.log_path.exists()
              for match in END_OF_SHARD.finditer(daemon.log_path.read_text(errors="replace"))}
     checkpoints = lease_checkpoints(stack.dynamodb)
-    return {shard for shard in ended if checkpoints.get(shard) != "SHARD_END"}
+    return {shard for shard in ended if shard in checkpoints and checkpoints[shard] != "SHARD_END"}
 
 
 def drain_across_the_kcl_2_5_8_race(stack: Stack, producer: Producer, timeout: float) -> int:

@@ -73,10 +73,25 @@ def test_the_demo_waits_on_through_a_poll_the_busy_emulator_did_not_answer_in_ti
         return answer
 
     monkeypatch.setattr(demo, "lease_checkpoints", lease_checkpoints)
-    monkeypatch.setattr(demo, "closed_shards", lambda kinesis: set())
+    monkeypatch.setattr(demo, "closed_shards", lambda kinesis: {})
     monkeypatch.setattr(demo.time, "sleep", lambda seconds: None)
     stack = SimpleNamespace(dynamodb=None, kinesis=None, daemons=[SimpleNamespace(alive=lambda: True)])
     producer = demo.Producer(kinesis=None, adapter=None, last_sequence={"shardId-000000000000": 7})
     seen: list[dict[str, str]] = []
     demo.wait_until_drained(stack, producer, timeout=60, on_tick=seen.append)
     assert seen == [{"shardId-000000000000": "7"}]
+
+
+def test_a_split_parent_whose_lease_kcl_cleaned_up_counts_as_drained_once_a_child_checkpointed():
+    """KCL deletes a finished parent's lease once its children moved on: a slow drain never saw it at
+    SHARD_END, and the demo waited until its timeout, then failed."""
+    producer = demo.Producer(kinesis=None, adapter=None, last_sequence={"shardId-000000000000": 6738,
+                                                                        "shardId-000000000004": 3452})
+    closed = {"shardId-000000000000": {"shardId-000000000004", "shardId-000000000005"}}
+    children = {"shardId-000000000004": "3452", "shardId-000000000005": "TRIM_HORIZON"}
+    assert demo.drained(producer, children, closed)
+    assert demo.drained(producer, {**children, "shardId-000000000000": "SHARD_END"}, closed)
+    assert not demo.drained(producer, {**children, "shardId-000000000000": "6000"}, closed)  # still being read
+    assert not demo.drained(producer, {"shardId-000000000004": "TRIM_HORIZON",  # no lease yet, no child begun
+                                       "shardId-000000000005": "TRIM_HORIZON"}, closed)
+    assert not demo.drained(producer, {}, closed)  # the daemon has not made its leases yet
