@@ -152,7 +152,7 @@ def first_of_each_event(deliveries: list[Delivery]) -> list[Delivery]:
 
 
 def run_process(arguments: list[str], workdir: Path) -> tuple[dict[str, Any], float]:
-    """Run `bench.system ARGUMENTS` in its own process: its result and peak RSS (MiB)."""
+    """Run `bench.system ARGUMENTS` in its own process: its result and its own peak RSS (MiB)."""
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(suffix=".json", dir=workdir, delete=False) as out:
         out_path = Path(out.name)
@@ -160,12 +160,12 @@ def run_process(arguments: list[str], workdir: Path) -> tuple[dict[str, Any], fl
         process = subprocess.Popen([sys.executable, "-m", "bench.system", *arguments,
                                     "--workdir", str(workdir), "--out", str(out_path)],
                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=LocalEmulator.environment())
-        _, status, usage = os.wait4(process.pid, 0)
-    if os.waitstatus_to_exitcode(status) != 0:
+        status = process.wait()
+    if status != 0:
         raise RuntimeError(f"benchmark step {arguments[0]} failed; see {workdir / 'system.log'}")
     result = orjson.loads(out_path.read_bytes())
     out_path.unlink()
-    return result, usage.ru_maxrss / 1024
+    return result, result.pop("own_peak_rss_mb")
 
 
 def machine() -> str:

@@ -3,11 +3,13 @@
     python -m bench.system NAME --events F --sorted-events F --endpoint URL --workdir D --out R
     python -m bench.system curve --conversations N --workdir D --out R
 
-Prints nothing; writes its result (seconds, CPU seconds, and the peers' acknowledged writes) as JSON to R.
+Prints nothing; writes its result (seconds, CPU seconds, its own peak RSS, and the peers' acknowledged
+writes) as JSON to R.
 """
 from __future__ import annotations
 
 import argparse
+import resource
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -92,7 +94,23 @@ def main() -> None:
         result = run_curve_point(args.conversations, workdir)
     else:
         result = run_system(args.system, args.events, args.sorted_events, args.endpoint, workdir)
-    Path(args.out).write_bytes(orjson.dumps(result))
+    Path(args.out).write_bytes(orjson.dumps({**result, "own_peak_rss_mb": own_peak_rss_mb()}))
+
+
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS in MiB: the high-water mark of its own memory (Linux's VmHWM).
+
+    Not getrusage's ru_maxrss, which a parent's `wait4` also reports: Linux starts a child's maxrss
+    at its parent's RSS when it was spawned (the address space exec replaced), so a system smaller
+    than the benchmark process running it was reported at the benchmark's size."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # no /proc: kilobytes on Linux and BSD
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import sys
 import pytest
 
 from bench.report import BEGIN, END
+from bench.run import run_process
 
 METRICS = {"events_per_s", "ddb_requests_per_1k", "ddb_reads_per_1k", "ddb_writes_per_1k", "wcu_per_1k",
            "leaked_duplicates", "lost_updates", "stale_overwrites", "mismatches", "cells_wrong",
@@ -63,3 +64,13 @@ def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(
     assert "old" not in text and "| this_catchup |" in text and text.endswith(f"{END}\nafter\n")
     assert "| add_per_event |" in text and "cells wrong" in text and "hot key w/flush" in text
     assert "| CPU s | events/CPU-s |" in text and "CPU targets (events per CPU-second" in text
+
+
+def test_a_system_s_peak_rss_is_its_own_not_the_benchmark_process_s(tmp_path):
+    """Linux starts a child's ru_maxrss at its parent's RSS: every system smaller than the benchmark
+    process (the peers, a 1,000-conversation curve point) was reported at the benchmark's size."""
+    ballast = bytearray(300 * 2**20)
+    ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))  # touched: resident, not just reserved
+    point, peak_rss_mb = run_process(["curve", "--conversations", "20"], tmp_path)
+    assert point["events"] > 0 and "own_peak_rss_mb" not in point
+    assert 20 < peak_rss_mb < 250
