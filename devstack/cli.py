@@ -86,6 +86,8 @@ def _summary(console: Console, result: DemoResult, args: argparse.Namespace) -> 
     summary = counts_table("processor demo: the real KCL daemon on the local stack", result.report())
     summary.add_row("dead letters", f"{result.dead_letters:,}")
     summary.add_row("records put", f"{result.put:,}")
+    if result.redelivered:
+        summary.add_row("events redelivered after lease moves", f"{result.redelivered:,} (counted again above)")
     if result.split_parent:
         summary.add_row("shard split mid-run", result.split_parent)
     summary.add_row("throughput", f"{result.put / result.seconds:,.0f} records/s end to end ({result.seconds:.1f} s)")
