@@ -12,6 +12,8 @@ import pytest
 
 from bench.report import BEGIN, END
 from bench.run import run_process
+from bench.side_by_side import run_side_by_side
+from devstack.storm import StormShape, write_storm
 
 METRICS = {"events_per_s", "ddb_requests_per_1k", "ddb_reads_per_1k", "ddb_writes_per_1k", "wcu_per_1k",
            "leaked_duplicates", "lost_updates", "stale_overwrites", "mismatches", "cells_wrong",
@@ -74,3 +76,14 @@ def test_a_system_s_peak_rss_is_its_own_not_the_benchmark_process_s(tmp_path):
     point, peak_rss_mb = run_process(["curve", "--conversations", "20"], tmp_path)
     assert point["events"] > 0 and "own_peak_rss_mb" not in point
     assert 20 < peak_rss_mb < 250
+
+
+def test_two_checkouts_run_side_by_side_over_the_same_file_and_agree(tmp_path):
+    """bench/side_by_side.py: how issue 12's before/after ratios are measured on a noisy VM."""
+    events = str(tmp_path / "storm.jsonl")
+    write_storm(events, StormShape(conversations=30, seed=3))
+    here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    results = run_side_by_side({"before": (here, events, 2), "after": (here, events, 1)}, shards=2)
+    assert len(results["before"]["rates"]) == 2 and len(results["after"]["rates"]) == 1
+    assert all(rate > 0 for side in results.values() for rate in side["rates"])
+    assert results["before"]["report"] == results["after"]["report"] and results["after"]["report"]["events"] > 0
