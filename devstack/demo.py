@@ -103,21 +103,29 @@ def drained(producer: Producer, checkpoints: dict[str, str], closed: Mapping[str
     for shard, last in producer.last_sequence.items():
         checkpoint = checkpoints.get(shard, "")
         if shard in closed:
-            if not finished(shard, checkpoints, closed[shard]):
+            if not finished(shard, checkpoints, closed):
                 return False
         elif not checkpoint.isdigit() or int(checkpoint) < last:
             return False
     return True
 
 
-def finished(shard: str, checkpoints: Mapping[str, str], children: set[str]) -> bool:
-    """Whether a closed shard was processed to its end: its lease at SHARD_END, or gone once a child
-    has checkpointed. KCL deletes a finished parent's lease once its children have moved past their
-    initial position (LeaseCleanupManager), and starts a child only after its parents ended, so a
-    slow drain may never see the parent at SHARD_END."""
+def finished(shard: str, checkpoints: Mapping[str, str], closed: Mapping[str, set[str]]) -> bool:
+    """Whether a closed shard was processed to its end: its lease at SHARD_END, or gone once a shard
+    after it has checkpointed. KCL deletes a finished parent's lease once its children have moved
+    past their initial position (LeaseCleanupManager), children that a later reshard closed
+    included, and starts a child only after its parents ended: a slow drain may never see the
+    parent at SHARD_END."""
     if shard in checkpoints:
         return checkpoints[shard] == "SHARD_END"
-    return any(checkpoints.get(child, "").isdigit() or checkpoints.get(child) == "SHARD_END" for child in children)
+    return any(_begun(child, checkpoints, closed) for child in closed[shard])
+
+
+def _begun(shard: str, checkpoints: Mapping[str, str], closed: Mapping[str, set[str]]) -> bool:
+    """Whether the shard has checkpointed, or (its lease cleaned up too) a shard after it has."""
+    if shard in checkpoints:
+        return checkpoints[shard].isdigit() or checkpoints[shard] == "SHARD_END"
+    return any(_begun(child, checkpoints, closed) for child in closed.get(shard, ()))
 
 
 def closed_shards(kinesis: Any, stream: str = STREAM) -> dict[str, set[str]]:

@@ -98,6 +98,20 @@ def test_a_split_parent_whose_lease_kcl_cleaned_up_counts_as_drained_once_a_chil
     assert not demo.drained(producer, {}, closed)  # the daemon has not made its leases yet
 
 
+def test_a_reshard_of_a_reshard_drains_once_kcl_cleaned_up_every_closed_shard():
+    """2 -> 4 -> 2 under load: KCL cleans up the parents' leases, then the split children's once the
+    merged shards moved on; only the merged shards' leases are left."""
+    producer = demo.Producer(kinesis=None, adapter=None, last_sequence={f"shardId-00000000000{n}": 10 for n in range(8)})
+    closed = {"shardId-000000000000": {"shardId-000000000002", "shardId-000000000003"},
+              "shardId-000000000001": {"shardId-000000000004", "shardId-000000000005"},
+              "shardId-000000000002": {"shardId-000000000006"}, "shardId-000000000003": {"shardId-000000000006"},
+              "shardId-000000000004": {"shardId-000000000007"}, "shardId-000000000005": {"shardId-000000000007"}}
+    merged = {"shardId-000000000006": "10", "shardId-000000000007": "10"}
+    assert demo.drained(producer, merged, closed)
+    assert not demo.drained(producer, {**merged, "shardId-000000000007": "TRIM_HORIZON"}, closed)
+    assert not demo.drained(producer, {**merged, "shardId-000000000004": "7"}, closed)  # a split child still read
+
+
 def test_the_demo_summary_says_how_many_events_were_redelivered_after_lease_moves():
     """A demo's emulator is slow enough for leases to move: the events count passed the records put
     (54,394 for 50,942), which a newcomer could read as duplicates let through."""
