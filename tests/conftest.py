@@ -8,6 +8,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import uuid
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 GENESYS = FIXTURES / "genesys"
 
 os.environ.update(LocalEmulator.environment({}))  # every test process and child talks to the emulator
+
+# The Ctrl-C tests (`processor queues --watch`, `processor wallboard`) send SIGINT to the processes
+# they start, which inherit an ignored SIGINT: a suite started as a background job of a shell without
+# job control (`./dev test &` in a script) ignores it, and those processes then never stop.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def mark_directory(items: list[pytest.Item], directory: Path, marker: pytest.MarkDecorator) -> None:
