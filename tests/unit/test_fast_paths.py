@@ -1,7 +1,7 @@
 """Every shortcut the engine takes for speed against the general path it shortcuts (issue 12).
 
 Each fast path decides the common case cheaply and hands everything else to the general code:
-orjson before the exact JSON parser (`codec.loads`), the plain-value check before `storable`, the
+msgspec before orjson before the exact JSON parser (`codec.loads`), the plain-value check before `storable`, the
 register count before the participant census, the stamp comparison before `wins`, the store's
 packed keys before its format-1 numbers, the states kept in memory after a flush before RocksDB
 (`warm_states`), records taken in chunks before the whole batch at once, and a batch's
@@ -58,6 +58,83 @@ def test_duplicate_keys_resolve_alike_on_both_paths(pairs):
     """JSON text may repeat a key; both parsers keep the last, so the fast path may not differ."""
     data = ("{" + ",".join(f"{json.dumps(k)}:{json.dumps(v)}" for k, v in pairs + pairs[:1]) + "}").encode()
     assert same_json(codec.loads(data), json.loads(data))
+
+
+NUMBER_TEXTS = st.builds(
+    lambda sign, whole, fraction, exponent: sign + whole + fraction + exponent,
+    st.sampled_from(["", "-"]),
+    st.sampled_from(["0"]) | st.from_regex(r"[1-9][0-9]{0,45}", fullmatch=True),
+    st.sampled_from([""]) | st.from_regex(r"\.[0-9]{1,45}", fullmatch=True),
+    st.sampled_from([""]) | st.from_regex(r"[eE][+-]?[0-9]{1,4}", fullmatch=True))
+
+
+@given(NUMBER_TEXTS)
+def test_codec_reads_every_number_as_the_exact_parser_does(text):
+    """Long mantissas, large exponents, 19 and 20 digits, -0: the value, or the same refusal."""
+    data = f"[{text}, {{\"n\": {text}}}]".encode()
+    exact = json.loads(data)
+    if exact[0] in (float("inf"), float("-inf")):  # an infinite double: refused, with orjson's reason
+        with pytest.raises(orjson.JSONDecodeError, match="infinity"):
+            codec.loads(data)
+    else:
+        assert same_json(codec.loads(data), exact)
+
+
+#: bytes that make a document wrong in every way a parser can be: grammar, escapes, UTF-8
+DAMAGE = st.sampled_from([b"", b",", b"}", b"]", b"{", b"[", b'"', b"\\", b"\\u", b"\\ud800", b"\\udc00", b"\xff",
+                          b"\xed\xa0\x80", b"\xc3", b"\x00", b"\x01", b"\x0b", b"\xef\xbb\xbf", b"NaN", b"Infinity",
+                          b"-", b".", b"e", b"01", b"tru", b"null", b":", b" ", b"1e400", b"9" * 25])
+
+
+@given(JSON_VALUES, st.lists(st.tuples(st.integers(0, 200), st.integers(0, 3), DAMAGE), min_size=1, max_size=3))
+def test_codec_refuses_what_the_general_way_refuses_and_reads_the_rest_alike(value, damages):
+    """Damaged documents: where the general way (orjson, then the exact parser) refuses, `loads`
+    refuses with the same error and reason (the dead letter's); elsewhere both read the same."""
+    data = json.dumps(value, ensure_ascii=False).encode("utf-8")
+    for at, cut, piece in damages:
+        at %= len(data) + 1
+        data = data[:at] + piece + data[at + cut:]
+    try:
+        expected = codec.exact_loads(data)
+    except orjson.JSONDecodeError as refusal:
+        with pytest.raises(orjson.JSONDecodeError) as raised:
+            codec.loads(data)
+        assert (raised.value.msg, raised.value.pos) == (refusal.msg, refusal.pos)
+        return
+    assert same_json(codec.loads(data), expected)
+
+
+@pytest.mark.parametrize("depth", [1, 100, 900, 1_024, 1_025, 5_000])
+def test_deep_documents_are_read_or_refused_as_the_general_way_does(depth):
+    """msgspec recurses on the interpreter's stack, orjson has its own limit: past either, the
+    general way decides, so the outcome never depends on how deep the caller's stack is."""
+    data = b"[" * depth + b"]" * depth
+    try:
+        expected = codec.exact_loads(data)
+    except orjson.JSONDecodeError:
+        with pytest.raises(orjson.JSONDecodeError):
+            codec.loads(data)
+    else:
+        assert nesting(codec.loads(data)) == nesting(expected) == depth
+
+
+def nesting(value) -> int:
+    """How deeply lists nest in `value`, first elements only (`==` would recurse too deep)."""
+    depth = 0
+    while isinstance(value, list):
+        depth, value = depth + 1, value[0] if value else None
+    return depth
+
+
+def test_an_integer_too_long_for_a_double_is_read_exactly_not_refused():
+    """The one difference from the general way alone (orjson calls 310 digits an infinite double);
+    an integer Python itself will not read (over 4,300 digits) is still refused."""
+    long = 10 ** 400 + 7
+    assert codec.loads(f'{{"n": {long}}}'.encode()) == {"n": long}
+    with pytest.raises(orjson.JSONDecodeError, match="infinity"):
+        codec.exact_loads(f"[{long}]".encode())
+    with pytest.raises(orjson.JSONDecodeError):
+        codec.loads(b"[1" + b"0" * 5_000 + b"]")
 
 
 @given(JSON_VALUES)
