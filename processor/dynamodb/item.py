@@ -53,8 +53,13 @@ def to_item(conversation_id: str, state: ConversationState, version: int, derive
     attributes: dict[str, Any] = dict(state.projection(derive))
     attributes[KEY] = conversation_id
     attributes[VERSION] = version
-    attributes[STAMPS] = {name: stamp for name, (stamp, _) in state.registers.items() if not is_session(name)}
-    sessions = {name[len(SESSION_PREFIX):]: value for name, (_, value) in state.registers.items() if is_session(name)}
+    stamps, sessions = {}, {}
+    for name, (stamp, value) in state.registers.items():
+        if is_session(name):
+            sessions[name[len(SESSION_PREFIX):]] = value
+        else:
+            stamps[name] = stamp
+    attributes[STAMPS] = stamps
     if sessions:
         attributes[SESSIONS] = sessions
     attributes[KEYS] = codec.pack_keys(state.recent_keys[-KEY_WINDOW:])
@@ -152,7 +157,21 @@ def _value_size(attribute: Mapping[str, Any]) -> int:
 
 
 def serialize(value: Any) -> dict[str, Any]:
-    """A plain value as a DynamoDB AttributeValue."""
+    """A plain value as a DynamoDB AttributeValue. The exact types JSON gives come first, by type
+    (an item serializes some sixty values at every write); anything else goes down the general checks."""
+    kind = type(value)
+    if kind is str:
+        return {"S": value}
+    if kind is int:
+        return {"N": str(value)}
+    if kind is list or kind is tuple:
+        return {"L": [serialize(v) for v in value]}
+    if kind is dict:
+        return {"M": {str(k): serialize(v) for k, v in value.items()}}
+    return _serialize_generally(value)
+
+
+def _serialize_generally(value: Any) -> dict[str, Any]:
     if value is None:
         return {"NULL": True}
     if isinstance(value, bool):

@@ -1,10 +1,13 @@
 """I15 in pure functions: what DynamoDB can store, exact JSON, and fitting an item into 400 KB."""
 from __future__ import annotations
 
+import enum
 import json
+from decimal import Decimal
 
 import orjson
 import pytest
+from boto3.dynamodb.types import TypeSerializer
 from hypothesis import given, settings, strategies as st
 
 from processor import codec
@@ -65,6 +68,50 @@ def test_a_storable_value_survives_dynamodb_and_rocksdb_unchanged(value):
     back = from_item({"conversationId": {"S": "c"}, "x": serialize(value), "_t": {"M": {"x": {"N": "1"}}}})[1]
     assert same_value(back.registers["x"][1], value) and canonical(back.registers["x"][1]) == canonical(value)
     assert codec.loads(codec.dumps(value)) == value
+
+
+def as_boto3_would(attribute):
+    """An AttributeValue with its numbers as Decimals (boto3 writes `1.5E-7` where we write `1.5e-07`)."""
+    (kind, value), = attribute.items()
+    if kind == "N":
+        return {"N": Decimal(value)}
+    if kind == "M":
+        return {"M": {k: as_boto3_would(v) for k, v in value.items()}}
+    if kind == "L":
+        return {"L": [as_boto3_would(v) for v in value]}
+    return attribute
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.recursive(st.none() | st.booleans() | st.text(max_size=5) | st.integers(-(10 ** 37), 10 ** 37)
+                    | st.floats(allow_nan=False, allow_infinity=False, min_value=-1e30, max_value=1e30),
+                    lambda inner: st.lists(inner, max_size=3) | st.tuples(inner, inner)
+                    | st.dictionaries(st.text(max_size=3), inner, max_size=3), max_leaves=8))
+def test_values_serialize_as_boto3s_serializer_writes_them(value):
+    """boto3's own TypeSerializer is the reference for every storable value (floats given to it as
+    the Decimals of their repr, as it takes no float; kept under 1e30, where boto3's 38-digit
+    context would refuse 1e38 as the integer of 39 digits that DynamoDB itself accepts)."""
+    try:
+        value = storable(value)
+    except Unstorable:
+        return
+    reference = TypeSerializer().serialize(json.loads(codec.dumps(value), parse_float=Decimal))
+    assert as_boto3_would(serialize(value)) == as_boto3_would(reference)
+
+
+def test_subclasses_of_the_json_types_serialize_by_what_they_are():
+    """The fast path goes by exact type; a bool (an int to Python), an enum or a str subclass takes
+    the general checks and comes out as before."""
+    class Code(str):
+        pass
+
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    assert serialize(True) == {"BOOL": True} and serialize(None) == {"NULL": True}
+    assert serialize(Code("x")) == {"S": "x"} and serialize(Level.HIGH) == {"N": "3"}
+    assert serialize({Level.HIGH: [False, 2.5, b"k"]}) == {"M": {str(Level.HIGH): {"L": [
+        {"BOOL": False}, {"N": "2.5"}, {"B": b"k"}]}}}
 
 
 def test_json_keeps_integers_beyond_64_bits():
