@@ -5,13 +5,17 @@ digits, silently) and refuses to write one. DynamoDB keeps 38 significant digits
 table stores exactly must also survive decoding and the RocksDB state.
 
 Reading: msgspec first, which reads integers of any size exactly (up to Python's 4,300 digits)
-and otherwise accepts exactly what orjson accepts; whatever it refuses goes the general way:
-orjson, whose errors name what is wrong for the dead letters, then the standard library where a
-run of 19 or more digits could have made orjson inexact (it is exact from -2**63, 19 digits, to
-2**64 - 1). The one difference from the general way alone: an integer of 310 to 4,300 digits,
-which orjson refuses as an infinite double, is read exactly (the limits refuse it later as a
-field, as they refuse one of 39 digits). Writing: orjson, and the standard library for an
-integer orjson cannot write.
+and otherwise accepts what orjson accepts; whatever it refuses goes the general way: orjson,
+whose errors name what is wrong for the dead letters, then the standard library where a run of
+19 or more digits could have made orjson inexact (it is exact from -2**63, 19 digits, to
+2**64 - 1). msgspec nests as deep as the interpreter's recursion limit lets it, orjson to 1,024
+levels: only a document that cannot nest deeper than orjson's limit goes to msgspec, so the
+limit decides alike whatever the interpreter's (and msgspec's C stack stays under ~300 KB). The
+one difference from the general way alone: an integer too large for a double (309 digits or
+more, up to 4,300), which orjson refuses as infinite, is read exactly, as one of 20 to 308
+digits already was; the limits refuse it in a field an adapter reads (as one of 39 digits),
+and one in a field no adapter reads is ignored with the rest of that field.
+Writing: orjson, and the standard library for an integer orjson cannot write.
 """
 from __future__ import annotations
 
@@ -28,15 +32,28 @@ _DIGIT_RUNS = bytes(0 if byte in b"0123456789" else 1 for byte in range(256))
 _NINETEEN_DIGITS = bytes(19)
 
 
+#: orjson's nesting limit: a deeper document is refused ("depth limit exceeded")
+MAX_DEPTH = 1024
 _fast_loads = msgspec.json.Decoder().decode
 
 
 def loads(data: bytes) -> Any:
     """Parse JSON; integers keep every digit. Raises `orjson.JSONDecodeError` for invalid input."""
-    try:
-        return _fast_loads(data)
-    except Exception:  # noqa: BLE001 - invalid, too deep for its stack, ...: the general way decides
-        return exact_loads(data)
+    if len(data) <= _SHORT or _nests_within_limit(data):  # short: cannot nest deeper than MAX_DEPTH
+        try:
+            return _fast_loads(data)
+        except Exception:  # noqa: BLE001 - invalid, over the recursion limit, ...: the general way decides
+            pass
+    return exact_loads(data)
+
+
+#: each level of nesting takes an opening and a closing byte: a document this short cannot go
+#: deeper than MAX_DEPTH (nearly every record and state; longer ones have their brackets counted)
+_SHORT = 2 * MAX_DEPTH + 1
+
+
+def _nests_within_limit(data: bytes) -> bool:
+    return data.count(b"[") + data.count(b"{") <= MAX_DEPTH
 
 
 def exact_loads(data: bytes) -> Any:
@@ -44,7 +61,10 @@ def exact_loads(data: bytes) -> Any:
     value = orjson.loads(data)  # first, so whatever orjson refuses stays refused
     if _NINETEEN_DIGITS not in data.translate(_DIGIT_RUNS):
         return value
-    return json.loads(data)
+    try:
+        return json.loads(data)
+    except RecursionError:  # the standard library recurses on the interpreter's stack
+        raise orjson.JSONDecodeError("nested too deeply to read its integers beyond 64 bits exactly", "", 0) from None
 
 
 def dumps(value: Any, sort_keys: bool = False) -> bytes:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import random
+import sys
 
 import orjson
 import pytest
@@ -118,6 +119,36 @@ def test_deep_documents_are_read_or_refused_as_the_general_way_does(depth):
         assert nesting(codec.loads(data)) == nesting(expected) == depth
 
 
+@pytest.mark.parametrize("depth, read", [(1_024, True), (1_025, False), (3_000, False)])
+def test_the_nesting_limit_is_orjsons_whatever_the_interpreters(depth, read):
+    """msgspec would nest as deep as the recursion limit lets it (and past its C stack when the
+    limit is raised far enough): raised here, a document deeper than orjson's 1,024 levels is still
+    refused with orjson's reason, and one within them still read."""
+    data = b'{"a":' + b"[" * (depth - 1) + b"]" * (depth - 1) + b"}"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        if read:
+            assert nesting(codec.loads(data)["a"]) == depth - 1
+        else:
+            with pytest.raises(orjson.JSONDecodeError, match="depth limit exceeded"):
+                codec.loads(data)
+    finally:
+        sys.setrecursionlimit(limit)
+
+
+def test_a_record_too_deep_to_read_exactly_is_a_dead_letter_not_a_crash(tmp_path):
+    """Within orjson's limit, yet too deep for the standard library's exact read of its 20-digit
+    number: refused with a reason (`processor replay` used to stop on the RecursionError)."""
+    line = b'{"detail":{"x":' + b"[" * 1_010 + b"12345678901234567890" + b"]" * 1_010 + b"}}"
+    with pytest.raises(orjson.JSONDecodeError, match="nested too deeply"):
+        codec.loads(line)
+    dead_letters = JsonlDeadLetters(str(tmp_path / "dead.jsonl"))
+    result = replay([line], GenesysAdapter(), NullSink(), dead_letters, state_root=str(tmp_path / "state"))
+    assert result.counters.rejected == 1
+    assert "nested too deeply" in (tmp_path / "dead.jsonl").read_text()
+
+
 def nesting(value) -> int:
     """How deeply lists nest in `value`, first elements only (`==` would recurse too deep)."""
     depth = 0
@@ -127,7 +158,7 @@ def nesting(value) -> int:
 
 
 def test_an_integer_too_long_for_a_double_is_read_exactly_not_refused():
-    """The one difference from the general way alone (orjson calls 310 digits an infinite double);
+    """The one difference from the general way alone (orjson calls 309 digits and more an infinite double);
     an integer Python itself will not read (over 4,300 digits) is still refused."""
     long = 10 ** 400 + 7
     assert codec.loads(f'{{"n": {long}}}'.encode()) == {"n": long}
