@@ -34,22 +34,20 @@ _NINETEEN_DIGITS = bytes(19)
 
 #: orjson's nesting limit: a deeper document is refused ("depth limit exceeded")
 MAX_DEPTH = 1024
+#: each level of nesting takes an opening and a closing byte: a document this short cannot go
+#: deeper than MAX_DEPTH (nearly every record and state; longer ones have their brackets counted)
+_SHORT = 2 * MAX_DEPTH + 1
 _fast_loads = msgspec.json.Decoder().decode
 
 
 def loads(data: bytes) -> Any:
     """Parse JSON; integers keep every digit. Raises `orjson.JSONDecodeError` for invalid input."""
-    if len(data) <= _SHORT or _nests_within_limit(data):  # short: cannot nest deeper than MAX_DEPTH
+    if len(data) <= _SHORT or _nests_within_limit(data):
         try:
             return _fast_loads(data)
         except Exception:  # noqa: BLE001 - invalid, over the recursion limit, ...: the general way decides
             pass
     return exact_loads(data)
-
-
-#: each level of nesting takes an opening and a closing byte: a document this short cannot go
-#: deeper than MAX_DEPTH (nearly every record and state; longer ones have their brackets counted)
-_SHORT = 2 * MAX_DEPTH + 1
 
 
 def _nests_within_limit(data: bytes) -> bool:
