@@ -25,6 +25,7 @@ from processor.dynamodb.deadletter_table import DynamoDeadLetters
 from processor.engine import ShardEngine
 from processor.metrics import COUNTER_METRICS, SINK_METRICS, FlushMetrics
 from processor.model import Record
+from processor.runtime import describe_build
 from processor.dynamodb.client import data_plane_client
 from processor.store import ShardStore, shard_directory
 
@@ -192,5 +193,6 @@ def run_child(config: str | None = None) -> int:
     """The KCL child's entry point (`processor kcl`): logs to stderr, protocol on stdin/stdout."""
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    log.info("record processor starting: %s", describe_build())
     kcl.KCLProcess(ShardProcessor(load_settings(config))).run()
     return 0

@@ -64,3 +64,9 @@ def config(tmp_path, emulator, dynamodb) -> Path:
 @pytest.mark.parametrize("scenario", scenarios.params())
 def test_kcl_child_scenario_holds(scenario, dynamodb, config):
     scenario(Child, dynamodb, config)
+
+
+def test_the_child_logs_whether_its_hot_path_is_compiled(config):
+    """./dev's editable install runs the sources (the image's wheel: tests/server/test_compiled.py)."""
+    code, stderr = Child(config).close()
+    assert code == 0 and "record processor starting: hot path pure Python (not compiled)" in stderr

@@ -29,6 +29,7 @@ from processor.engine import CHUNK_RECORDS, FlushPolicy, ShardEngine, _admits_pa
 from processor.limits import MAX_SESSION_PARTICIPANTS, Unstorable, plainly_storable, storable
 from processor.model import Record
 from processor.replay import replay, route
+from processor.runtime import compiled_modules, describe_build
 from processor.reduce import ConversationState, wins
 from processor.store import ShardStore, decode_state, encode_state
 from tests.conftest import T0, detail_event
@@ -486,3 +487,13 @@ def test_a_dry_replay_feeds_each_shard_a_chunk_at_a_time(tmp_path, monkeypatch):
     lines = [record.data for record in batch_of(150, 200)]
     replay(lines, GenesysAdapter(), NullSink(), JsonlDeadLetters(str(tmp_path / "letters.jsonl")))
     assert sum(fed) == 200 and max(fed) == CHUNK_RECORDS
+
+
+def test_the_log_says_whether_the_hot_path_runs_compiled():
+    """The KCL child's first log line (`describe_build`). This tier also runs against the image's
+    compiled wheel (tests/server/test_compiled.py), where the other branch is the one taken."""
+    compiled = compiled_modules()
+    assert ("processor.engine" in compiled) == (not engine_module.__file__.endswith(".py"))
+    assert all(sys.modules[name].__file__.endswith(".so") for name in compiled)
+    expected = f"hot path compiled ({len(compiled)} modules)" if compiled else "hot path pure Python (not compiled)"
+    assert describe_build() == expected
