@@ -72,7 +72,8 @@ def cpu_targets(results: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def cpu_lines(results: dict[str, Any], strong: Callable[[str], str]) -> list[str]:
-    """The CPU targets and this_kcl's CPU split, as sentences (`strong` marks a number up)."""
+    """The CPU targets, this_kcl's CPU split and the compiled engine's ratio, as sentences (`strong`
+    marks a number up)."""
     def number(value: Any, unit: str = "") -> str:
         return strong(shown(value) + unit)
 
@@ -87,6 +88,16 @@ def cpu_lines(results: dict[str, Any], strong: Callable[[str], str]) -> list[str
         lines.append(f"this_kcl's CPU: the Java daemon {number(kcl['kcl_daemon_cpu_s'], ' s')}, its Python children "
                      f"{number(kcl['kcl_children_cpu_s'], ' s')}, {number(kcl['kcl_child_us_per_record'], ' µs')} of "
                      f"the children's CPU per record they took in (their start-up and shutdown included).")
+    compiled = results.get("compiled", {})
+    if "ratio" in compiled:
+        lines.append(f"Every system above runs the checkout's sources (./dev's editable install); the image's wheel "
+                     f"compiles the per-event hot path ({compiled['compiled_modules']} modules, setup.py). Its engine "
+                     f"(the dry replay, 1 shard, {compiled['events']:,} events, median of {compiled['rounds']} rounds "
+                     f"side by side with the sources): {number(compiled['compiled_events_per_cpu_s'])} events per "
+                     f"CPU-second against {number(compiled['source_events_per_cpu_s'])}, {number(compiled['ratio'], 'x')}"
+                     f"; reports {'equal' if compiled['reports_equal'] else strong('DIFFERENT')}.")
+    elif "skipped" in compiled:
+        lines.append(f"The compiled engine was not measured: {compiled['skipped']}.")
     return lines
 
 

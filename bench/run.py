@@ -14,6 +14,7 @@ import orjson
 
 from bench import METRICS_PEERS, OURS, PEERS, SYSTEMS, metrics_table_of
 from bench.checks import cells_wrong, history_checks, ledger_checks, table_checks
+from bench.compiled import compare, compiled_checkout
 from bench.peers import ADD_PER_EVENT_METRICS
 from bench.system import table_of
 from bench.workload import Delivery, Truth, in_event_time_order, label, truth
@@ -32,13 +33,16 @@ class Plan:
     conversations: int
     systems: tuple[str, ...]
     curve: tuple[int, ...]
+    #: the image's compiled engine against the sources: a storm of this many conversations, rounds each
+    compiled: tuple[int, int]
     seed: int = 42
 
     @classmethod
     def for_run(cls, quick: bool, conversations: int | None = None) -> Plan:
         if quick:  # under 5 minutes on 2 cores: the real daemon's start-up alone takes a minute
-            return cls(conversations or 200, tuple(s for s in SYSTEMS if s != "this_kcl"), (1_000, 10_000, 30_000))
-        return cls(conversations or 1_000, SYSTEMS, (1_000, 10_000, 100_000, 1_000_000))
+            return cls(conversations or 200, tuple(s for s in SYSTEMS if s != "this_kcl"), (1_000, 10_000, 30_000),
+                       compiled=(300, 1))
+        return cls(conversations or 1_000, SYSTEMS, (1_000, 10_000, 100_000, 1_000_000), compiled=(10_000, 5))
 
 
 def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
@@ -69,7 +73,20 @@ def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None
         results["curve"].append({"conversations": conversations, "events": point["events"],
                                  "events_per_s": round(point["events"] / point["seconds"]), "peak_rss_mb": round(rss, 1)})
         say(f"curve: {results['curve'][-1]}")
+    results["compiled"] = compiled_engine(plan, workdir / "compiled", say)
     return results
+
+
+def compiled_engine(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """The image's wheel built here (its hot path compiled), its engine side by side with the sources'."""
+    conversations, rounds = plan.compiled
+    say(f"compiled: building the image's wheel, then {rounds} rounds over {conversations:,} conversations …")
+    workdir.mkdir(parents=True, exist_ok=True)
+    events = workdir / "storm.jsonl"
+    write_storm(str(events), StormShape(conversations=conversations, seed=plan.seed))
+    found = compare(events, rounds, compiled_checkout(workdir))
+    say(f"compiled: {found}")
+    return found
 
 
 def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: LocalEmulator, events: Path,

@@ -61,11 +61,14 @@ def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(
     assert systems["powertools"]["ddb_requests_per_1k"] >= 3 * systems["this_live"]["ddb_requests_per_1k"]
     assert systems["powertools"]["ddb_requests_per_1k"] >= 15 * systems["this_catchup"]["ddb_requests_per_1k"]
     assert [point["conversations"] for point in results["curve"]] == [1_000, 3_000]
+    compiled = results["compiled"]  # the image's engine against the sources (tests/server/test_compiled.py)
+    assert compiled["compiled_modules"] > 0 and compiled["reports_equal"] is True and compiled["ratio"] > 0
     assert out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     text = readme.read_text()
     assert "old" not in text and "| this_catchup |" in text and text.endswith(f"{END}\nafter\n")
     assert "| add_per_event |" in text and "cells wrong" in text and "hot key w/flush" in text
     assert "| CPU s | events/CPU-s |" in text and "CPU targets (events per CPU-second" in text
+    assert "the image's wheel compiles the per-event hot path" in text
 
 
 def test_a_system_s_peak_rss_is_its_own_not_the_benchmark_process_s(tmp_path):
