@@ -43,17 +43,17 @@ def module_name(path: str) -> str:
 class BuildHotPath(build_ext):
     """Cythonizes at build time, into build/ (never beside the sources), and not at all when editable."""
 
-    def finalize_options(self) -> None:
+    def run(self) -> None:
         if self.editable_mode:
-            self.distribution.ext_modules = []
-        else:
-            from Cython.Build import cythonize
+            return
+        from Cython.Build import cythonize
 
-            self.parallel = self.parallel or os.cpu_count()
-            self.distribution.ext_modules = cythonize(
-                self.distribution.ext_modules, build_dir=os.path.join("build", "cython"), quiet=True,
-                compiler_directives={"language_level": 3, "annotation_typing": False})
-        super().finalize_options()
+        translated = cythonize(self.extensions, build_dir=os.path.join("build", "cython"), quiet=True,
+                               compiler_directives={"language_level": 3, "annotation_typing": False})
+        for extension, into_c in zip(self.extensions, translated, strict=True):
+            extension.sources = into_c.sources
+        self.parallel = self.parallel or os.cpu_count()
+        super().run()
 
 
 if __name__ == "__main__":  # as setuptools runs it; tests/server/test_compiled.py imports HOT_PATH
