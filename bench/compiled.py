@@ -87,4 +87,6 @@ def compare(events: Path, rounds: int, checkout: Path) -> dict[str, Any]:
     source, built = (statistics.median(sides[name]["rates"]) for name in ("source", "compiled"))
     return {"compiled_modules": len(compiled), "events": sides["source"]["report"]["events"], "rounds": rounds,
             "source_events_per_cpu_s": round(source), "compiled_events_per_cpu_s": round(built),
-            "ratio": round(built / source, 2), "reports_equal": sides["source"]["report"] == sides["compiled"]["report"]}
+            "ratio": round(built / source, 2), "reports_equal": sides["source"]["report"] == sides["compiled"]["report"],
+            "source_peak_rss_mb": round(sides["source"]["peak_rss_mb"], 1),
+            "compiled_peak_rss_mb": round(sides["compiled"]["peak_rss_mb"], 1)}

@@ -95,7 +95,8 @@ def cpu_lines(results: dict[str, Any], strong: Callable[[str], str]) -> list[str
                      f"(the dry replay, 1 shard, {compiled['events']:,} events, median of {compiled['rounds']} rounds "
                      f"side by side with the sources): {number(compiled['compiled_events_per_cpu_s'])} events per "
                      f"CPU-second against {number(compiled['source_events_per_cpu_s'])}, {number(compiled['ratio'], 'x')}"
-                     f"; reports {'equal' if compiled['reports_equal'] else strong('DIFFERENT')}.")
+                     f"; peak RSS {number(compiled['compiled_peak_rss_mb'], ' MB')} against "
+                     f"{number(compiled['source_peak_rss_mb'], ' MB')}; reports {'equal' if compiled['reports_equal'] else strong('DIFFERENT')}.")
     elif "skipped" in compiled:
         lines.append(f"The compiled engine was not measured: {compiled['skipped']}.")
     return lines

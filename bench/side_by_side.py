@@ -9,8 +9,8 @@ A shared VM swings by ±40 % between two runs of the same code, so a before/afte
 different times says little. Here both checkouts run at once, one process each (one per core on a
 two-core machine), over the same file, so both see the same machine; each replays the file
 `--rounds` times in-process (the dry run's engine and RocksDB, no DynamoDB) and times each round
-by its own CPU seconds. Prints each side's events per CPU-second, the ratio of medians and of
-bests, and whether the two reports agree (they must, for the same file and shard count).
+by its own CPU seconds. Prints each side's events per CPU-second and peak RSS, the ratio of
+medians and of bests, and whether the two reports agree (they must, for the same file and shard count).
 `--after-events` gives the second checkout another file (a goal such as "a 1M-event storm at
 1.25x the 100k storm's rate before"); its rounds then default to one.
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 
 #: run inside each checkout (PYTHONPATH): only what every revision of the replay API has had
 ROUNDS_CODE = r"""
-import json, sys, tempfile, time
+import json, resource, sys, tempfile, time
 try:
     from processor.runtime import tune_gc
 except ImportError:  # before the collector was tuned
@@ -48,7 +48,8 @@ with tempfile.TemporaryDirectory() as scratch:
         result = replay(lines, GenesysAdapter(), NullSink(), letters, shards=shards)
         rates.append(len(lines) / (time.process_time() - started))
         report = result.report()
-print(json.dumps({"rates": rates, "report": report}))
+peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+print(json.dumps({"rates": rates, "report": report, "peak_rss_mb": peak_rss_mb}))
 """
 
 
@@ -86,7 +87,8 @@ def main() -> None:
                                 "after": (args.after, args.after_events or args.events, after_rounds)}, args.shards)
     before, after = results["before"]["rates"], results["after"]["rates"]
     for name, rates in (("before", before), ("after", after)):
-        print(f"{name:6s} events per CPU-second: {' '.join(f'{rate:,.0f}' for rate in rates)}")
+        print(f"{name:6s} events per CPU-second: {' '.join(f'{rate:,.0f}' for rate in rates)}; "
+              f"peak RSS {results[name]['peak_rss_mb']:,.1f} MB")
     print(f"median {statistics.median(before):,.0f} -> {statistics.median(after):,.0f}: "
           f"{statistics.median(after) / statistics.median(before):.2f}x; "
           f"best {max(before):,.0f} -> {max(after):,.0f}: {max(after) / max(before):.2f}x; "

@@ -87,5 +87,6 @@ def test_two_checkouts_run_side_by_side_over_the_same_file_and_agree(tmp_path):
     here = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     results = run_side_by_side({"before": (here, events, 2), "after": (here, events, 1)}, shards=2)
     assert len(results["before"]["rates"]) == 2 and len(results["after"]["rates"]) == 1
+    assert all(results[side]["peak_rss_mb"] > 20 for side in ("before", "after"))
     assert all(rate > 0 for side in results.values() for rate in side["rates"])
     assert results["before"]["report"] == results["after"]["report"] and results["after"]["report"]["events"] > 0

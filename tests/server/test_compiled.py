@@ -51,4 +51,5 @@ def test_the_image_wheel_compiles_the_hot_path_and_the_unit_tier_passes_against_
     found = compare(events, rounds=1, checkout=checkout)
     assert found["compiled_modules"] == len(hot_path()) and found["reports_equal"] is True
     assert found["events"] > 3_000 and found["source_events_per_cpu_s"] > 0 and found["compiled_events_per_cpu_s"] > 0
+    assert found["source_peak_rss_mb"] > 20 and found["compiled_peak_rss_mb"] > 20
 
