@@ -252,13 +252,16 @@ class ShardEngine:
         name = session_in(event.sets)
         if name is None:
             return event
-        reason = check_session(event.sets[name][1])
+        value = event.sets[name][1]
+        if value is None:  # DynamoDB could not store it: dead-lettered on admission, and no tombstone kept
+            return _without(event, name)
+        reason = check_session(value)
         if reason is None and not _admits_participant(self._touched[event.conversation_id].registers, name):
             reason = f"sessions of more than {MAX_SESSION_PARTICIPANTS} participants"
         if reason is None:
             return event
         self._refuse_field(record, event.conversation_id, name, f"{reason}: left out of the metrics")
-        return event._replace(sets={other: register for other, register in event.sets.items() if other != name})
+        return _without(event, name)
 
     def _refuse_field(self, record: Record, conversation_id: str, name: str, reason: str) -> None:
         self.counters.refused_fields += 1
@@ -383,6 +386,11 @@ class ShardEngine:
 
     def close(self) -> None:
         self._store.close()
+
+
+def _without(event: ConversationEvent, name: str) -> ConversationEvent:
+    """`event` without the register `name` (a session left out of the metrics)."""
+    return event._replace(sets={other: register for other, register in event.sets.items() if other != name})
 
 
 def _admits_participant(registers: Mapping[str, Register], name: str) -> bool:

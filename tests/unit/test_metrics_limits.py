@@ -2,12 +2,14 @@
 transaction DynamoDB refuses as a whole (I12, I15), on the in-memory twin."""
 from __future__ import annotations
 
+import orjson
 import pytest
 
+from processor import codec
 from processor.adapters.genesys import GenesysAdapter
 from processor.analytics.contribution import contribution
 from processor.analytics.reader import QUEUE_VIEW_KINDS, MetricsReader, rows_of
-from processor.analytics.sessions import participants
+from processor.analytics.sessions import is_session, participant_key as participants_key_of, participants
 from processor.config import Settings
 from processor.deadletters import JsonlDeadLetters
 from processor.dynamodb.item import from_item
@@ -136,3 +138,27 @@ def test_the_queue_views_read_no_agent_partials_and_the_same_queue_and_gauge_row
     queue_view = MetricsReader(client, "conversation-metrics", 30, kinds=QUEUE_VIEW_KINDS).rows()
     assert fetched and not any(key.startswith("a|") for key in fetched)
     assert queue_view == [row for row in everything if row["kind"] != "agent"] and len(queue_view) < len(everything)
+
+
+def test_a_session_dynamodb_cannot_store_is_dead_lettered_once_not_a_crash(tmp_path):
+    """A session whose value DynamoDB would refuse (a queue id of 131 digits, a duration of 39) was
+    made a tombstone by the admission and then crashed the session check, so a KCL child would
+    crash-loop on the record. Each refused field is dead-lettered once, the sessions are left out of
+    the metrics, in any order."""
+    events = [detail_event("c1", "acd.start", 0, participantId="a", queueId=10 ** 130),
+              detail_event("c1", "user.end", HOUR, participantId="b", queueId="q1", userId="u1",
+                           interactingDurationMs=10 ** 38 + 1, heldDurationMs=0, disconnectType="PEER"),
+              detail_event("c1", "acd.start", 0, participantId="c", queueId="q2")]
+    for order, batch in enumerate((events, events[::-1])):
+        client = MemoryDynamoDB()
+        shard = engine(client, tmp_path / str(order))
+        shard.process(records([codec.dumps(event) for event in batch]))  # orjson writes no such integer
+        shard.flush(final=True)
+        letters = [orjson.loads(line) for line in (tmp_path / str(order) / "dead.jsonl").read_bytes().splitlines()]
+        fields = sorted(letter["field"] for letter in letters)
+        assert len(fields) == shard.counters.refused_fields == 3  # the queue id is also the item's queueId
+        assert fields[0] == "queueId" and all(map(is_session, fields[1:]))
+        _, state = from_item(client.items("conversations")["c1"])
+        assert list(participants(state.registers)) == [participants_key_of("c")]
+        assert [row["queueId"] for row in MetricsReader(client, "conversation-metrics", 30).rows()
+                if row["kind"] == "queue"] == ["q2"]
