@@ -15,13 +15,21 @@ one difference from the general way alone: an integer too large for a double (30
 more, up to 4,300), which orjson refuses as infinite, is read exactly, as one of 20 to 308
 digits already was; the limits refuse it in a field an adapter reads (as one of 39 digits),
 and one in a field no adapter reads is ignored with the rest of that field.
-Writing: orjson, and the standard library for an integer orjson cannot write.
+Writing: orjson, and the standard library for an integer orjson cannot write, to orjson's depth.
+
+The standard library recurses once per level of nesting against the interpreter's recursion
+limit, which also counts the caller's frames (a compiled caller has none): each call to it is
+given room for the levels orjson allows, so where a document or value stops being read or written
+never depends on who calls, or from how deep.
 """
 from __future__ import annotations
 
 import json
 import struct
-from typing import Any, Sequence
+import sys
+import threading
+from contextlib import contextmanager
+from typing import Any, Iterator, Sequence
 
 import msgspec
 import orjson
@@ -34,6 +42,9 @@ _NINETEEN_DIGITS = bytes(19)
 
 #: orjson's nesting limit: a deeper document is refused ("depth limit exceeded")
 MAX_DEPTH = 1024
+#: orjson writes values nesting fewer containers than this ("Recursion limit reached")
+MAX_WRITE_DEPTH = 255
+_CONTAINERS = (dict, list, tuple)
 #: each level of nesting takes an opening and a closing byte: a document this short cannot go
 #: deeper than MAX_DEPTH (nearly every record and state; longer ones have their brackets counted)
 _SHORT = 2 * MAX_DEPTH + 1
@@ -59,10 +70,8 @@ def exact_loads(data: bytes) -> Any:
     value = orjson.loads(data)  # first, so whatever orjson refuses stays refused
     if _NINETEEN_DIGITS not in data.translate(_DIGIT_RUNS):
         return value
-    try:
+    with _room_to_nest(MAX_DEPTH):  # orjson read it: it nests no deeper
         return json.loads(data)
-    except RecursionError:  # the standard library recurses on the interpreter's stack
-        raise orjson.JSONDecodeError("nested too deeply to read its integers beyond 64 bits exactly", "", 0) from None
 
 
 def dumps(value: Any, sort_keys: bool = False) -> bytes:
@@ -72,8 +81,45 @@ def dumps(value: Any, sort_keys: bool = False) -> bytes:
     except orjson.JSONEncodeError as error:
         if "64-bit" not in str(error):
             raise
+    if _nests_too_deep_to_write(value):  # as orjson refuses it, whichever it met first
+        raise orjson.JSONEncodeError("Recursion limit reached")
+    with _room_to_nest(MAX_WRITE_DEPTH):
         return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False).encode("utf-8")
+
+
+def _nests_too_deep_to_write(value: Any) -> bool:
+    """Whether `value` nests MAX_WRITE_DEPTH containers or more (walked level by level, not recursively)."""
+    level = [value] if isinstance(value, _CONTAINERS) else []
+    for _ in range(MAX_WRITE_DEPTH - 1):
+        if not level:
+            return False
+        level = [inner for outer in level for inner in (outer.values() if isinstance(outer, dict) else outer)
+                 if isinstance(inner, _CONTAINERS)]
+    return bool(level)
+
+
+_room_lock = threading.Lock()
+
+
+@contextmanager
+def _room_to_nest(levels: int) -> Iterator[None]:
+    """Raise the recursion limit, for the call within, to leave `levels` of room above the caller's
+    frames (restored after; the lock keeps two threads from restoring each other's limit)."""
+    with _room_lock:
+        limit = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(limit, _frames() + levels + 50))
+        try:
+            yield
+        finally:
+            sys.setrecursionlimit(limit)
+
+
+def _frames() -> int:
+    frame, count = sys._getframe(), 0
+    while frame is not None:
+        frame, count = frame.f_back, count + 1
+    return count
 
 
 def pack_keys(keys: Sequence[int]) -> bytes:

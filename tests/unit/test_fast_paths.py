@@ -138,16 +138,46 @@ def test_the_nesting_limit_is_orjsons_whatever_the_interpreters(depth, read):
         sys.setrecursionlimit(limit)
 
 
-def test_a_record_too_deep_to_read_exactly_is_a_dead_letter_not_a_crash(tmp_path):
-    """Within orjson's limit, yet too deep for the standard library's exact read of its 20-digit
-    number: refused with a reason (`processor replay` used to stop on the RecursionError)."""
-    line = b'{"detail":{"x":' + b"[" * 1_010 + b"12345678901234567890" + b"]" * 1_010 + b"}}"
-    with pytest.raises(orjson.JSONDecodeError, match="nested too deeply"):
-        codec.loads(line)
+def at_stack_depth(frames: int, call):
+    """`call()`, from `frames` Python frames deeper than here."""
+    return call() if frames == 0 else at_stack_depth(frames - 1, call)
+
+
+def nested(levels: int, leaf=0) -> list:
+    value = leaf
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize("frames", [0, 300, 700])
+def test_how_deep_the_exact_read_and_write_go_never_depends_on_the_callers_stack(frames, tmp_path):
+    """The standard library's exact read and write recurse against the interpreter's limit, which
+    also counts the caller's frames (a compiled caller has none), so a record's fate hung on who
+    read it: 1,010 levels around a 20-digit number are read exactly from any depth (were refused),
+    and a value only the standard library can write is written to orjson's 254 levels and refused
+    past them, as orjson refuses it, from any depth (was written or crashed with RecursionError)."""
+    line = b'{"x":' + b"[" * 1_010 + b"12345678901234567890" + b"]" * 1_010 + b"}"
+    assert nesting(at_stack_depth(frames, lambda: codec.loads(line))["x"]) == 1_010
+
+    big = 10 ** 30
+    within = {"big": big, "zz": nested(253)}  # 254 containers, the dict included
+    assert at_stack_depth(frames, lambda: codec.dumps(within, sort_keys=True)) == (
+        b'{"big":' + str(big).encode() + b',"zz":' + b"[" * 253 + b"0" + b"]" * 253 + b"}")
+    for beyond in ({"big": big, "zz": nested(254)}, {"big": big, "zz": nested(990)}):
+        with pytest.raises(orjson.JSONEncodeError, match="Recursion limit reached"):
+            at_stack_depth(frames, lambda: codec.dumps(beyond, sort_keys=True))
+    with pytest.raises(orjson.JSONEncodeError, match="Recursion limit reached"):
+        orjson.dumps({"zz": nested(254)})  # the limit is orjson's own
+
+    # a record whose event key cannot be written is dead-lettered for that, with or without the big integer
+    records = [codec.dumps(detail_event("c1", "acd.start", 0, participantId="p", queueId="q", zz="ZZ", **extra))
+               .replace(b'"ZZ"', b"[" * 990 + b"0" + b"]" * 990) for extra in ({"big": big}, {})]
     dead_letters = JsonlDeadLetters(str(tmp_path / "dead.jsonl"))
-    result = replay([line], GenesysAdapter(), NullSink(), dead_letters, state_root=str(tmp_path / "state"))
-    assert result.counters.rejected == 1
-    assert "nested too deeply" in (tmp_path / "dead.jsonl").read_text()
+    result = at_stack_depth(frames, lambda: replay(records, GenesysAdapter(), NullSink(), dead_letters,
+                                                   state_root=str(tmp_path / "state")))
+    reasons = [orjson.loads(line)["reason"] for line in (tmp_path / "dead.jsonl").read_bytes().splitlines()]
+    assert result.counters.rejected == 2 and reasons == ["adapter error: TypeError"] * 2  # orjson's errors are TypeErrors
 
 
 def nesting(value) -> int:
