@@ -1,64 +1,72 @@
 """Compiles the per-event hot path with Cython, as the Python it is (everything else: pyproject.toml).
 
-The modules below run for every event (decode, normalize, admit, reduce, encode, RocksDB). Compiled
-unchanged in Cython's pure-Python mode, with type hints left as hints (annotation_typing off, so an
-int passed where a float is annotated stays an int), they behave as their source does, at ~1.2x its
-events per CPU-second: Python's per-call cost is what is left of the engine's time.
+The modules of `processor.runtime.HOT_PATH` run for every event (decode, normalize, admit, reduce,
+encode, RocksDB). Compiled unchanged in Cython's pure-Python mode, with type hints left as hints
+(annotation_typing off, so an int passed where a float is annotated stays an int), they behave as
+their source does, faster: Python's per-call cost is what is left of the engine's time.
 
 - A wheel (the production image, `pip install .`) holds each compiled module beside its source.
-- An editable install (./dev's venv) never compiles: a build beside an edited source would win the
-  import and run stale code, so the checkout stays pure Python and nothing is written into it.
-- Where no C compiler is found the wheel is pure Python; `processor.runtime.compiled_modules()` and
-  the KCL child's first log line say which it is.
-tests/server/test_compiled.py builds the wheel and runs the unit tier against it.
+- An editable or in-place build (./dev's venv, `build_ext --inplace`) compiles nothing: a build
+  beside an edited source would win the import and run stale code.
+- A module that fails to compile (no C compiler) ships as its source; `processor.runtime.
+  describe_build()`, the KCL child's first log line, names it, and the image's build refuses it.
+- A module taken off HOT_PATH leaves no earlier build of itself in build/ to be packed again.
+tests/server/test_compiled.py builds the image's wheel and runs the unit tier against it.
 """
 from __future__ import annotations
 
 import os
+import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-#: the modules compiled: each runs at least once per event
-HOT_PATH = (
-    "processor/adapters/__init__.py",
-    "processor/adapters/genesys.py",
-    "processor/analytics/sessions.py",
-    "processor/codec.py",
-    "processor/decode.py",
-    "processor/engine.py",
-    "processor/limits.py",
-    "processor/model.py",
-    "processor/reduce.py",
-    "processor/replay.py",
-    "processor/store.py",
-)
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from processor.runtime import HOT_PATH  # noqa: E402 - the one list, which the runtime reports on
 
 
-def module_name(path: str) -> str:
-    """processor/adapters/__init__.py -> processor.adapters.__init__ (Cython's name for a package's own)."""
-    return path.removesuffix(".py").replace("/", ".")
+def extension(module: str) -> Extension:
+    """A module's Extension; a package's own is its __init__ (Cython's name for it)."""
+    path = module.replace(".", "/")
+    if os.path.isdir(os.path.join(HERE, path)):
+        return Extension(f"{module}.__init__", [f"{path}/__init__.py"], optional=True)
+    return Extension(module, [f"{path}.py"], optional=True)
+
+
+def remove_stale_builds(build_lib: str, modules: set[str]) -> list[str]:
+    """Delete the compiled modules under `build_lib` that are not among `modules` (extension names):
+    bdist_wheel packs all of build_lib, and an earlier build would shadow the source beside it."""
+    removed = []
+    for directory, _, files in os.walk(os.path.join(build_lib, "processor")):
+        for name in files:
+            suffix = next((suffix for suffix in EXTENSION_SUFFIXES if name.endswith(suffix)), None)
+            module = os.path.relpath(os.path.join(directory, name.removesuffix(suffix or "")), build_lib)
+            if suffix and module.replace(os.sep, ".") not in modules:
+                os.remove(os.path.join(directory, name))
+                removed.append(module)
+    return removed
 
 
 class BuildHotPath(build_ext):
-    """Cythonizes at build time, into build/ (never beside the sources), and not at all when editable."""
+    """Cythonizes into build/ when build_ext runs (it knows then whether the build is editable)."""
 
     def run(self) -> None:
-        if self.editable_mode:
+        if self.editable_mode or self.inplace:
+            print("processor: editable or in-place build: the hot path stays pure Python", file=sys.stderr)
             return
+        for module in remove_stale_builds(self.build_lib, {ext.name for ext in self.extensions}):
+            print(f"processor: removed the earlier build of {module} (no longer compiled)", file=sys.stderr)
         from Cython.Build import cythonize
 
         translated = cythonize(self.extensions, build_dir=os.path.join("build", "cython"), quiet=True,
                                compiler_directives={"language_level": 3, "annotation_typing": False})
-        for extension, into_c in zip(self.extensions, translated, strict=True):
-            extension.sources = into_c.sources
+        for ext, into_c in zip(self.extensions, translated, strict=True):
+            ext.sources = into_c.sources  # setuptools' own Extension objects keep its per-extension settings
         self.parallel = self.parallel or os.cpu_count()
         super().run()
 
 
-if __name__ == "__main__":  # as setuptools runs it; tests/server/test_compiled.py imports HOT_PATH
-    setup(
-        # optional: a module that fails to compile (no compiler) ships as its Python source instead
-        ext_modules=[Extension(module_name(path), [path], optional=True) for path in HOT_PATH],
-        cmdclass={"build_ext": BuildHotPath},
-    )
+if __name__ == "__main__":  # as setuptools runs it; tests import remove_stale_builds
+    setup(ext_modules=[extension(module) for module in HOT_PATH], cmdclass={"build_ext": BuildHotPath})

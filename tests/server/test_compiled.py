@@ -8,21 +8,13 @@ against the compiled modules as it does against the sources. ./dev's editable in
 """
 from __future__ import annotations
 
-import importlib.util
 import re
 import subprocess
 import sys
 
 from bench.compiled import ROOT, compare, compiled_checkout, compiled_in
 from devstack.storm import StormShape, write_storm
-
-
-def hot_path() -> set[str]:
-    """setup.py's HOT_PATH as module names (setup.py calls setup() only when setuptools runs it)."""
-    spec = importlib.util.spec_from_file_location("hot_path_setup", ROOT / "setup.py")
-    setup_py = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(setup_py)
-    return {setup_py.module_name(path).removesuffix(".__init__") for path in setup_py.HOT_PATH}
+from processor.runtime import HOT_PATH
 
 
 #: the unit tier in one process whose `processor` is the compiled one, or it fails before a test runs
@@ -37,7 +29,7 @@ sys.exit(pytest.main(["tests/unit", "-q", "-p", "no:cacheprovider"]))
 
 def test_the_image_wheel_compiles_the_hot_path_and_the_unit_tier_passes_against_it(tmp_path):
     checkout = compiled_checkout(tmp_path / "build")
-    assert compiled_in(checkout) == hot_path()
+    assert compiled_in(checkout) == set(HOT_PATH)
     assert compiled_in(ROOT) == set()  # the checkout itself (./dev's editable install) runs its sources
 
     result = subprocess.run([sys.executable, "-c", UNIT_TIER_COMPILED], cwd=checkout,
@@ -49,7 +41,7 @@ def test_the_image_wheel_compiles_the_hot_path_and_the_unit_tier_passes_against_
     events = tmp_path / "storm.jsonl"
     write_storm(str(events), StormShape(conversations=300))
     found = compare(events, rounds=1, checkout=checkout)
-    assert found["compiled_modules"] == len(hot_path()) and found["reports_equal"] is True
+    assert found["compiled_modules"] == len(HOT_PATH) and found["reports_equal"] is True
     assert found["events"] > 3_000 and found["source_events_per_cpu_s"] > 0 and found["compiled_events_per_cpu_s"] > 0
     assert found["source_peak_rss_mb"] > 20 and found["compiled_peak_rss_mb"] > 20
 

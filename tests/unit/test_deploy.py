@@ -3,11 +3,13 @@ runs `processor daemon` under tini as a non-root user."""
 from __future__ import annotations
 
 import fnmatch
+import importlib.util
 import os
 import re
 import shutil
 import subprocess
 import sys
+from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +119,28 @@ def test_the_image_runs_the_daemon_under_tini_as_a_non_root_user_with_official_k
     assert 'ENTRYPOINT ["/usr/bin/tini", "--"]' in dockerfile
     assert re.search(r"^USER processor$", dockerfile, re.MULTILINE)
     assert 'CMD ["processor", "daemon"' in dockerfile
+    # the wheel compiles the hot path (gcc in the build stage), and the build refuses a partial compile
+    assert "setup.py" in dockerfile and " gcc " in dockerfile and "assert compiled_modules() == list(HOT_PATH)" in dockerfile
+
+
+def test_a_module_taken_off_the_hot_path_leaves_no_earlier_build_to_ship(tmp_path):
+    """bdist_wheel packs all of build/lib: an earlier build of a module no longer compiled would ship
+    and shadow its source (hostile review: a wheel built from a checkout did)."""
+    spec = importlib.util.spec_from_file_location("processor_setup", ROOT / "setup.py")
+    setup_py = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(setup_py)  # setup() runs only when setuptools runs the file
+    built = ["processor/engine", "processor/limits", "processor/adapters/__init__"]
+    for module in built:
+        (tmp_path / module).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / f"{module}{EXTENSION_SUFFIXES[0]}").write_bytes(b"")
+    (tmp_path / "processor" / "limits.py").write_text("")
+    removed = setup_py.remove_stale_builds(str(tmp_path), {"processor.engine", "processor.adapters.__init__"})
+    assert removed == ["processor/limits"]
+    left = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.is_file())
+    assert left == sorted(["processor/limits.py"] + [f"{module}{EXTENSION_SUFFIXES[0]}" for module in built
+                                                     if module != "processor/limits"])
+    assert {setup_py.extension(module).name for module in setup_py.HOT_PATH} >= {"processor.engine",
+                                                                                 "processor.adapters.__init__"}
 
 
 def test_processor_daemon_renders_the_tasks_stream_application_and_region(tmp_path, monkeypatch, capsys):
