@@ -7,6 +7,7 @@ form DynamoDB stores, or refused with a reason, as it enters the state:
 - numbers: DynamoDB keeps 38 significant digits between 1E-130 and 9.99…E+125 and stores 5.0 as
   5, so an integral float becomes an int (a rehydrated value then compares equal to the local one);
 - nesting: documents are at most 32 levels deep (deeper ones also hit botocore's recursion limit);
+- map keys are attribute names: not empty, under 64 KB;
 - sizes: an item is at most 400 KB and a partition key at most 2,048 bytes;
 - event times outside a sane window are refused outright (see `check_event_time`).
 """
@@ -21,6 +22,8 @@ MAX_ITEM_BYTES = 400 * 1024
 ITEM_BUDGET_BYTES = 380 * 1024
 MAX_PARTITION_KEY_BYTES = 2048
 MAX_DEPTH = 32
+#: an attribute name, a map's keys included, is under this many bytes (and not empty)
+MAX_NAME_BYTES = 64 * 1024
 #: participants whose sessions a conversation keeps (the sessions are bookkeeping no size limit trims:
 #: 64 of them with the longest ids fill a quarter of an item) (I12, I15)
 MAX_SESSION_PARTICIPANTS = 64
@@ -88,8 +91,22 @@ def plainly_storable(value: Any) -> bool:
     if kind is list:
         return all(map(_plain_scalar, value))
     if kind is dict:
-        return all(map(_plain_scalar, value.values()))
+        return _plain_keys(value) and all(map(_plain_scalar, value.values()))
     return False
+
+
+def _plain_keys(value: dict) -> bool:
+    """Whether a map's keys are plainly names DynamoDB takes: none empty, none near 64 KB (a key of
+    fewer than a quarter of that in characters is under it in UTF-8, whatever the characters)."""
+    return "" not in value and (not value or max(map(len, value)) < MAX_NAME_BYTES // 4)
+
+
+def _check_map_key(key: str) -> None:
+    """A map key is an attribute name to DynamoDB: at least one character, under 64 KB."""
+    if not key:
+        raise Unstorable("an empty map key (DynamoDB refuses empty attribute names)")
+    if len(key.encode("utf-8")) >= MAX_NAME_BYTES:
+        raise Unstorable(f"a map key of {MAX_NAME_BYTES // 1024} KB or more")
 
 
 def _plain_scalar(value: Any) -> bool:
@@ -98,6 +115,9 @@ def _plain_scalar(value: Any) -> bool:
 
 
 def _storable_dict(value: dict, depth: int) -> dict:
+    if not _plain_keys(value):
+        for key in value:
+            _check_map_key(key)
     copy: dict | None = None
     for key, item in value.items():
         stored = storable(item, depth + 1)

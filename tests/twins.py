@@ -630,6 +630,9 @@ def _validate_value(attribute: dict, depth: int, operation: str) -> None:
     elif kind in ("M", "L"):
         if depth > 32:
             raise client_error("ValidationException", operation, "Nesting Levels have exceeded supported limits")
+        if kind == "M" and "" in value:
+            raise client_error("ValidationException", operation, "One or more parameter values were invalid: "
+                               "Empty attribute name")
         for inner in (value.values() if kind == "M" else value):
             _validate_value(inner, depth + 1, operation)
 

@@ -89,3 +89,17 @@ def test_every_field_dynamodb_refuses_is_found_not_only_one(tmp_path):
     stored = from_item(client.items("conversations")["c1"])[1].registers
     assert (stored["wrapupCode"][1], stored["queueId"][1], stored["agentUserId"][1]) == (None, None, "agent-1")
     assert sorted(letter["field"]["S"] for letter in client.items("dead-letters").values()) == ["queueId", "wrapupCode"]
+
+
+def test_a_map_with_an_empty_key_is_dead_lettered_not_written(tmp_path):
+    """DynamoDB refuses a whole write for a map key that is empty ("Empty attribute name", at any
+    depth): the field is refused on admission, with its reason, and the rest of the item written."""
+    client = MemoryDynamoDB()
+    shard = engine(tmp_path, client)
+    shard.process([record(detail_event("c1", "acw", 1000, wrapupCode={"": 1, "a": 2}), 1),
+                   record(detail_event("c1", "user.start", 1000, userId="agent-1"), 2)])
+    shard.flush()
+    stored = from_item(client.items("conversations")["c1"])[1].registers
+    assert (stored["wrapupCode"][1], stored["agentUserId"][1]) == (None, "agent-1")
+    [letter] = client.items("dead-letters").values()
+    assert letter["field"]["S"] == "wrapupCode" and "empty map key" in letter["reason"]["S"]

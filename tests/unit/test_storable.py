@@ -14,8 +14,8 @@ from processor import codec
 from processor.adapters.genesys import GenesysAdapter
 from processor.dynamodb.item import (Retention, fitted_item, from_item, item_size, number, serialize, size_bound,
                                      to_item)
-from processor.limits import (EARLIEST_EVENT_MS, ITEM_BUDGET_BYTES, MAX_DEPTH, Unstorable, check_event_time,
-                              check_partition_key, oversized_fields, storable)
+from processor.limits import (EARLIEST_EVENT_MS, ITEM_BUDGET_BYTES, MAX_DEPTH, MAX_NAME_BYTES, Unstorable,
+                              check_event_time, check_partition_key, oversized_fields, plainly_storable, storable)
 from processor.reduce import ConversationState, canonical, same_value
 
 derive = GenesysAdapter().derive
@@ -25,10 +25,20 @@ derive = GenesysAdapter().derive
     (1e300, "beyond DynamoDB's range"), (-(10 ** 126), "beyond DynamoDB's range"), (1e-131, "below DynamoDB's range"),
     (float("nan"), "not finite"), (float("inf"), "not finite"), (10 ** 38 + 1, "more than 38 significant digits"),
     ({"a": [1, {"b": 1e300}]}, "beyond DynamoDB's range"), (b"bytes", "not a DynamoDB value"),
+    ({"": "x"}, "empty map key"), ({"a": [{"b": 1, "": None}]}, "empty map key"),
+    ({"k" * MAX_NAME_BYTES: 1}, "map key of 64 KB"), ({"é" * (MAX_NAME_BYTES // 2): 1}, "map key of 64 KB"),
 ])
 def test_what_dynamodb_refuses_is_named(value, reason):
     with pytest.raises(Unstorable, match=reason):
         storable(value)
+
+
+def test_map_keys_are_attribute_names_to_dynamodb():
+    """Not empty, under 64 KB: DynamoDB refuses a whole write for one such key at any depth ("Empty
+    attribute name"), and the local emulator stored it and then failed every read of the table."""
+    longest = {"é" * (MAX_NAME_BYTES // 2 - 1) + "k": 1}  # 65,535 bytes
+    assert storable(longest) is longest and not plainly_storable(longest)  # too long to wave through
+    assert plainly_storable({"a": "x", "b": 1}) and not plainly_storable({"": "x"})
 
 
 def test_nesting_is_limited_to_dynamodbs_32_levels():
