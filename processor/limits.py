@@ -27,7 +27,8 @@ MAX_NAME_BYTES = 64 * 1024
 #: participants whose sessions a conversation keeps (the sessions are bookkeeping no size limit trims:
 #: 64 of them with the longest ids fill a quarter of an item) (I12, I15)
 MAX_SESSION_PARTICIPANTS = 64
-#: a session's ids (queue, user, media type, outcome) in characters: a metrics key holds 2,048 bytes
+#: a session's ids (queue, user, media type, outcome) in UTF-8 bytes: two of them, escaped (3 bytes
+#: at most for each), make a metrics key with room for its interval, shard and slot in 2,048 bytes
 MAX_SESSION_TEXT = 256
 #: a session's durations in ms (some 31,000 years): sums stay within DynamoDB's 38 digits
 MAX_SESSION_NUMBER = 10 ** 15
@@ -36,8 +37,8 @@ MAX_SESSION_NUMBER = 10 ** 15
 def check_session(value: list) -> str | None:
     """Why a session's value cannot be kept (None: it can)."""
     for item in value:
-        if isinstance(item, str) and len(item) > MAX_SESSION_TEXT:
-            return f"an id longer than {MAX_SESSION_TEXT} characters"
+        if isinstance(item, str) and len(item) > MAX_SESSION_TEXT // 4 and len(item.encode("utf-8")) > MAX_SESSION_TEXT:
+            return f"an id longer than {MAX_SESSION_TEXT} bytes"
         if isinstance(item, int) and not -MAX_SESSION_NUMBER < item < MAX_SESSION_NUMBER:
             return f"a number beyond {MAX_SESSION_NUMBER:.0e}"
     return None

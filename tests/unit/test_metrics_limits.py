@@ -7,7 +7,8 @@ import pytest
 
 from processor import codec
 from processor.adapters.genesys import GenesysAdapter
-from processor.analytics.contribution import contribution
+from processor.analytics import layout
+from processor.analytics.contribution import QUEUE, Cell, contribution
 from processor.analytics.reader import QUEUE_VIEW_KINDS, MetricsReader, rows_of
 from processor.analytics.sessions import is_session, participant_key as participants_key_of, participants
 from processor.config import Settings
@@ -15,7 +16,7 @@ from processor.deadletters import JsonlDeadLetters
 from processor.dynamodb.item import from_item
 from processor.dynamodb.sink import RefusedItem
 from processor.engine import FlushPolicy, ShardEngine
-from processor.limits import MAX_SESSION_PARTICIPANTS
+from processor.limits import MAX_SESSION_PARTICIPANTS, MAX_SESSION_TEXT
 from processor.store import ShardStore
 from tests.conftest import detail_event, records
 from tests.metrics_oracle import expected_rows
@@ -162,3 +163,24 @@ def test_a_session_dynamodb_cannot_store_is_dead_lettered_once_not_a_crash(tmp_p
         assert list(participants(state.registers)) == [participants_key_of("c")]
         assert [row["queueId"] for row in MetricsReader(client, "conversation-metrics", 30).rows()
                 if row["kind"] == "queue"] == ["q2"]
+
+
+def test_ids_whose_bytes_would_overflow_a_metrics_key_are_dead_lettered_not_a_stalled_flush(tmp_path):
+    """A session's ids were limited to 256 characters, but a metrics key holds 2,048 bytes: 256
+    four-byte characters in the queue id and in the media type made a key of 2,098 bytes, the
+    metrics transaction was refused with no field to blame, and the flush raised (a KCL child would
+    crash-loop). Ids are limited in UTF-8 bytes; the longest allowed, escaped, fit with room."""
+    emoji = "\U0001F600"
+    events = [detail_event("c1", "acd.start", 0, participantId="a", queueId=emoji * 256, mediaType=emoji * 256),
+              detail_event("c1", "acd.start", 0, participantId="b", queueId=emoji * 64, mediaType="%" * 256),
+              detail_event("c1", "acd.start", 0, participantId="c", queueId="q2")]
+    client = MemoryDynamoDB()
+    shard = engine(client, tmp_path)
+    shard.process(records(events))
+    shard.flush(final=True)
+    assert shard.counters.refused_fields == 1
+    assert sorted(row["queueId"] for row in MetricsReader(client, "conversation-metrics", 30).rows()
+                  if row["kind"] == "queue") == sorted([emoji * 64, "q2"])
+    widest = "%" * MAX_SESSION_TEXT  # one byte, escaped to three
+    key = layout.partial_key(Cell(QUEUE, widest, widest, 0), "shardId-000000000000", f"w{layout.WRITERS}.99999")
+    assert len(key.encode("utf-8")) <= 1_700  # of 2,048
