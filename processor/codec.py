@@ -81,7 +81,7 @@ def dumps(value: Any, sort_keys: bool = False) -> bytes:
     except orjson.JSONEncodeError as error:
         if "64-bit" not in str(error):
             raise
-    if _nests_too_deep_to_write(value):  # as orjson refuses it, whichever it met first
+    if _nests_too_deep_to_write(value):  # as orjson refuses such a document, whichever it met first
         raise orjson.JSONEncodeError("Recursion limit reached")
     with _room_to_nest(MAX_WRITE_DEPTH):
         return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), ensure_ascii=False,
@@ -89,7 +89,9 @@ def dumps(value: Any, sort_keys: bool = False) -> bytes:
 
 
 def _nests_too_deep_to_write(value: Any) -> bool:
-    """Whether `value` nests MAX_WRITE_DEPTH containers or more (walked level by level, not recursively)."""
+    """Whether `value` nests MAX_WRITE_DEPTH containers or more (walked level by level, not
+    recursively). Tuples count too, as the standard library recurses into them; orjson does not
+    count them, but no document read has any (a chain of them is code's, not data's)."""
     level = [value] if isinstance(value, _CONTAINERS) else []
     for _ in range(MAX_WRITE_DEPTH - 1):
         if not level:
@@ -105,7 +107,9 @@ _room_lock = threading.Lock()
 @contextmanager
 def _room_to_nest(levels: int) -> Iterator[None]:
     """Raise the recursion limit, for the call within, to leave `levels` of room above the caller's
-    frames (restored after; the lock keeps two threads from restoring each other's limit)."""
+    frames (restored after; the lock keeps two threads from restoring each other's limit). The limit
+    is the interpreter's: other threads have the room too meanwhile, and none of this process's
+    recurses near the limit."""
     with _room_lock:
         limit = sys.getrecursionlimit()
         sys.setrecursionlimit(max(limit, _frames() + levels + 50))
