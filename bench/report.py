@@ -90,11 +90,12 @@ def cpu_lines(results: dict[str, Any], strong: Callable[[str], str]) -> list[str
                      f"the children's CPU per record they took in (their start-up and shutdown included).")
     compiled = results.get("compiled", {})
     if "ratio" in compiled:
-        lines.append(f"Every system above runs the checkout's sources (./dev's editable install); the image's wheel "
-                     f"compiles the per-event hot path ({compiled['compiled_modules']} modules, setup.py). Its engine "
-                     f"(the dry replay, 1 shard, {compiled['events']:,} events, median of {compiled['rounds']} rounds "
-                     f"side by side with the sources): {number(compiled['compiled_events_per_cpu_s'])} events per "
-                     f"CPU-second against {number(compiled['source_events_per_cpu_s'])}, {number(compiled['ratio'], 'x')}"
+        lines.append(f"this_live, this_catchup, this_kcl and the curve run the image's wheel, built here, as production "
+                     f"does: its per-event hot path compiled ({compiled['compiled_modules']} modules, setup.py); the "
+                     f"peers run as they ship. The image's engine against the checkout's sources (the dry replay, 1 "
+                     f"shard, {compiled['events']:,} events, median of {compiled['rounds']} rounds side by side): "
+                     f"{number(compiled['compiled_events_per_cpu_s'])} events per CPU-second against "
+                     f"{number(compiled['source_events_per_cpu_s'])}, {number(compiled['ratio'], 'x')}"
                      f"; peak RSS {number(compiled['compiled_peak_rss_mb'], ' MB')} against "
                      f"{number(compiled['source_peak_rss_mb'], ' MB')}; reports {'equal' if compiled['reports_equal'] else strong('DIFFERENT')}.")
     elif "skipped" in compiled:

@@ -14,7 +14,7 @@ import orjson
 
 from bench import METRICS_PEERS, OURS, PEERS, SYSTEMS, metrics_table_of
 from bench.checks import cells_wrong, history_checks, ledger_checks, table_checks
-from bench.compiled import compare, compiled_checkout
+from bench.compiled import compare, compiled_checkout, compiled_in
 from bench.peers import ADD_PER_EVENT_METRICS
 from bench.system import table_of
 from bench.workload import Delivery, Truth, in_event_time_order, label, truth
@@ -46,6 +46,7 @@ class Plan:
 
 
 def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    workdir = workdir.resolve()  # the systems of ours run from the image's checkout
     workdir.mkdir(parents=True, exist_ok=True)
     events, sorted_events = workdir / "storm.jsonl", workdir / "storm-by-event-time.jsonl"
     write_storm(str(events), StormShape(conversations=plan.conversations, seed=plan.seed))
@@ -62,38 +63,42 @@ def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None
         "floor_writes_per_1k": round(facts.floor_writes_per_1k, 1),
         "floor_plus_aggregates_writes_per_1k": round(facts.floor_plus_aggregates_writes_per_1k, 1),
         "metrics_cells": len(facts.metrics), "systems": {}, "curve": []}
+    say("building the image's wheel: this processor runs as production does, its hot path compiled …")
+    image = compiled_checkout(workdir / "image")
+    results["ours_compiled_modules"] = len(compiled_in(image))
     with LocalEmulator(meter=True, log_path=str(workdir / "emulator.log")) as emulator:
         for system in plan.systems:
             say(f"running {system} …")
-            results["systems"][system] = measure(system, deliveries, facts, emulator, events, sorted_events, workdir)
+            results["systems"][system] = measure(system, deliveries, facts, emulator, events, sorted_events, workdir,
+                                                 image if system in OURS else None)
             say(f"{system}: {results['systems'][system]}")
     for conversations in plan.curve:
         say(f"curve: {conversations:,} conversations …")
-        point, rss = run_process(["curve", "--conversations", str(conversations)], workdir)
+        point, rss = run_process(["curve", "--conversations", str(conversations)], workdir, image)
         results["curve"].append({"conversations": conversations, "events": point["events"],
                                  "events_per_s": round(point["events"] / point["seconds"]), "peak_rss_mb": round(rss, 1)})
         say(f"curve: {results['curve'][-1]}")
-    results["compiled"] = compiled_engine(plan, workdir / "compiled", say)
+    results["compiled"] = compiled_engine(plan, workdir / "compiled", image, say)
     return results
 
 
-def compiled_engine(plan: Plan, workdir: Path, say: Callable[[str], None]) -> dict[str, Any]:
-    """The image's wheel built here (its hot path compiled), its engine side by side with the sources'."""
+def compiled_engine(plan: Plan, workdir: Path, image: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    """The image's engine (its hot path compiled) side by side with the sources'."""
     conversations, rounds = plan.compiled
-    say(f"compiled: building the image's wheel, then {rounds} rounds over {conversations:,} conversations …")
+    say(f"compiled: {rounds} rounds over {conversations:,} conversations, the image's engine and the sources' …")
     workdir.mkdir(parents=True, exist_ok=True)
     events = workdir / "storm.jsonl"
     write_storm(str(events), StormShape(conversations=conversations, seed=plan.seed))
-    found = compare(events, rounds, compiled_checkout(workdir))
+    found = compare(events, rounds, image)
     say(f"compiled: {found}")
     return found
 
 
 def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: LocalEmulator, events: Path,
-            sorted_events: Path, workdir: Path) -> dict[str, Any]:
+            sorted_events: Path, workdir: Path, image: Path | None) -> dict[str, Any]:
     table = table_of(system)
     outcome, peak_rss = run_process([system, "--events", str(events), "--sorted-events", str(sorted_events),
-                                     "--endpoint", emulator.endpoint], workdir / system)
+                                     "--endpoint", emulator.endpoint], workdir / system, image)
     peak_rss = outcome.get("tree_peak_rss_mb", peak_rss)
     metered = emulator.meter(table, *side_tables(system))
     counts = {name: sum(metered[t]["counts"].get(name, 0) for t in (table, *side_tables(system)) if t != APPLICATION)
@@ -126,7 +131,7 @@ def measure(system: str, deliveries: list[Delivery], facts: Truth, emulator: Loc
         "ddb_writes_per_1k": round(counts["writes"] * per_1k, 1),
         "wcu_per_1k": round(counts["write_units"] * per_1k, 1),
         **projection, "cells_wrong": wrong, "peak_rss_mb": round(peak_rss, 1),
-        "seconds": round(outcome["seconds"], 1),
+        "seconds": round(outcome["seconds"], 1), "compiled_modules": outcome["compiled_modules"],
         "conditional_failures_per_1k": round(counts["conditional_failures"] * per_1k, 1),
         "item_bytes_mean": round(sum(sizes) / len(sizes)) if sizes else 0,
         "item_bytes_max": sizes[-1] if sizes else 0,
@@ -168,15 +173,18 @@ def first_of_each_event(deliveries: list[Delivery]) -> list[Delivery]:
     return [delivery for delivery in deliveries if not delivery.duplicate]
 
 
-def run_process(arguments: list[str], workdir: Path) -> tuple[dict[str, Any], float]:
-    """Run `bench.system ARGUMENTS` in its own process: its result and its own peak RSS (MiB)."""
+def run_process(arguments: list[str], workdir: Path, image: Path | None = None) -> tuple[dict[str, Any], float]:
+    """Run `bench.system ARGUMENTS` in its own process: its result and its own peak RSS (MiB).
+    `image`: a `compiled_checkout` to run it in (its processor, and its KCL children's, the image's)."""
     workdir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(suffix=".json", dir=workdir, delete=False) as out:
         out_path = Path(out.name)
     with open(workdir / "system.log", "ab") as log:
         process = subprocess.Popen([sys.executable, "-m", "bench.system", *arguments,
                                     "--workdir", str(workdir), "--out", str(out_path)],
-                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=LocalEmulator.environment())
+                                   stdout=log, stderr=log, stdin=subprocess.DEVNULL, cwd=image,
+                                   env=LocalEmulator.environment({**os.environ, "PYTHONPATH": str(image)} if image
+                                                                 else None))
         status = process.wait()
     if status != 0:
         raise RuntimeError(f"benchmark step {arguments[0]} failed; see {workdir / 'system.log'}")

@@ -27,7 +27,7 @@ from devstack.emulator import LocalEmulator
 from processor.replay import read_lines, replay
 from processor.dynamodb.sink import NullSink
 from processor.dynamodb.client import dynamodb_client
-from processor.runtime import tune_gc
+from processor.runtime import compiled_modules, tune_gc
 from devstack.storm import StormShape, storm
 
 
@@ -94,7 +94,8 @@ def main() -> None:
         result = run_curve_point(args.conversations, workdir)
     else:
         result = run_system(args.system, args.events, args.sorted_events, args.endpoint, workdir)
-    Path(args.out).write_bytes(orjson.dumps({**result, "own_peak_rss_mb": own_peak_rss_mb()}))
+    Path(args.out).write_bytes(orjson.dumps({**result, "own_peak_rss_mb": own_peak_rss_mb(),
+                                             "compiled_modules": len(compiled_modules())}))
 
 
 def own_peak_rss_mb() -> float:

@@ -68,7 +68,10 @@ def test_processor_bench_measures_every_system_and_writes_json_chart_and_readme(
     assert "old" not in text and "| this_catchup |" in text and text.endswith(f"{END}\nafter\n")
     assert "| add_per_event |" in text and "cells wrong" in text and "hot key w/flush" in text
     assert "| CPU s | events/CPU-s |" in text and "CPU targets (events per CPU-second" in text
-    assert "the image's wheel compiles the per-event hot path" in text
+    assert "run the image's wheel, built here, as production does" in text
+    assert results["ours_compiled_modules"] == compiled["compiled_modules"] > 0
+    assert {system: row["compiled_modules"] for system, row in systems.items()} == {
+        system: compiled["compiled_modules"] if system.startswith("this_") else 0 for system in systems}
 
 
 def test_a_system_s_peak_rss_is_its_own_not_the_benchmark_process_s(tmp_path):
