@@ -3,8 +3,8 @@
 The production image installs the project as a wheel, which compiles the per-event hot path with
 Cython (setup.py); ./dev's editable install runs the sources. `compiled_checkout` builds that wheel
 from what deploy/Dockerfile's build stage copies and lays it out as a checkout whose processor/ is
-the installed one, so the same code can be run both ways: the benchmark's engine ratio (`compare`)
-and tests/server/test_compiled.py (the unit tier against the compiled modules).
+the installed one. The benchmark runs this processor from it, as production does, and compares its
+engine with the sources' (`compare`); tests/server/test_compiled.py runs the unit tier against it.
 """
 from __future__ import annotations
 
