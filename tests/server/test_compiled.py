@@ -3,8 +3,9 @@
 The image's build stage copies what deploy/Dockerfile names and installs it as a wheel, which
 compiles the hot path; here the same files build the same wheel (bench/compiled.py). Every
 hot-path module must come out compiled (one that failed to compile would ship silently as Python:
-`optional=True`), and the whole unit tier, with its differential and property tests, must pass
-against the compiled modules as it does against the sources. ./dev's editable install stays source.
+`optional=True`), the whole unit tier, with its differential and property tests, must pass against
+the compiled modules as it does against the sources, and a poisoned storm must replay alike, dead
+letter for dead letter and state for state. ./dev's editable install stays source.
 """
 from __future__ import annotations
 
