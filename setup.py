@@ -17,14 +17,15 @@ from __future__ import annotations
 
 import os
 import sys
-from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
+from typing import Collection
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from processor.runtime import HOT_PATH  # noqa: E402 - the one list, which the runtime reports on
+from processor.runtime import HOT_PATH, extension_modules  # noqa: E402 - the runtime reports on the same list
 
 
 def extension(module: str) -> Extension:
@@ -35,17 +36,14 @@ def extension(module: str) -> Extension:
     return Extension(module, [f"{path}.py"], optional=True)
 
 
-def remove_stale_builds(build_lib: str, modules: set[str]) -> list[str]:
-    """Delete the compiled modules under `build_lib` that are not among `modules` (extension names):
-    bdist_wheel packs all of build_lib, and an earlier build would shadow the source beside it."""
+def remove_stale_builds(build_lib: str, modules: Collection[str]) -> list[str]:
+    """Delete the compiled modules under `build_lib` that are not among `modules`: bdist_wheel packs
+    all of build_lib, and an earlier build would shadow the source beside it."""
     removed = []
-    for directory, _, files in os.walk(os.path.join(build_lib, "processor")):
-        for name in files:
-            suffix = next((suffix for suffix in EXTENSION_SUFFIXES if name.endswith(suffix)), None)
-            module = os.path.relpath(os.path.join(directory, name.removesuffix(suffix or "")), build_lib)
-            if suffix and module.replace(os.sep, ".") not in modules:
-                os.remove(os.path.join(directory, name))
-                removed.append(module)
+    for module, path in extension_modules(Path(build_lib)).items():
+        if module not in modules:
+            path.unlink()
+            removed.append(module)
     return removed
 
 
@@ -56,7 +54,7 @@ class BuildHotPath(build_ext):
         if self.editable_mode or self.inplace:
             print("processor: editable or in-place build: the hot path stays pure Python", file=sys.stderr)
             return
-        for module in remove_stale_builds(self.build_lib, {ext.name for ext in self.extensions}):
+        for module in remove_stale_builds(self.build_lib, HOT_PATH):
             print(f"processor: removed the earlier build of {module} (no longer compiled)", file=sys.stderr)
         from Cython.Build import cythonize
 

@@ -14,11 +14,11 @@ import statistics
 import subprocess
 import sys
 import zipfile
-from importlib.machinery import EXTENSION_SUFFIXES
 from pathlib import Path
 from typing import Any
 
 from bench.side_by_side import run_side_by_side
+from processor.runtime import extension_modules
 
 ROOT = Path(__file__).resolve().parents[1]
 #: the checkout's working files: never part of a build or of the compiled checkout
@@ -54,17 +54,6 @@ def installed_wheel(workdir: Path) -> Path:
     return installed
 
 
-def compiled_in(package_root: Path) -> set[str]:
-    """The processor modules a tree holds as extension modules (a package's own as the package)."""
-    names = set()
-    for path in (package_root / "processor").rglob("*"):
-        suffix = next((suffix for suffix in EXTENSION_SUFFIXES if path.name.endswith(suffix)), None)
-        if suffix:
-            parts = path.relative_to(package_root).parts
-            names.add(".".join([*parts[:-1], path.name.removesuffix(suffix)]).removesuffix(".__init__"))
-    return names
-
-
 def compiled_checkout(workdir: Path) -> Path:
     """The checkout as it is, but with the image's installed package in place of processor/."""
     installed = installed_wheel(workdir)
@@ -79,7 +68,7 @@ def compiled_checkout(workdir: Path) -> Path:
 
 def compare(events: Path, rounds: int, checkout: Path) -> dict[str, Any]:
     """The dry replay's engine, the sources against a `compiled_checkout`'s modules, side by side."""
-    compiled = compiled_in(checkout)
+    compiled = extension_modules(checkout)
     if not compiled:
         return {"compiled_modules": 0, "skipped": "the wheel was built without a C compiler: nothing compiled"}
     sides = run_side_by_side({"source": (str(ROOT), str(events), rounds),

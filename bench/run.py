@@ -14,13 +14,14 @@ import orjson
 
 from bench import METRICS_PEERS, OURS, PEERS, SYSTEMS, metrics_table_of
 from bench.checks import cells_wrong, history_checks, ledger_checks, table_checks
-from bench.compiled import compare, compiled_checkout, compiled_in
+from bench.compiled import compare, compiled_checkout
 from bench.peers import ADD_PER_EVENT_METRICS
 from bench.system import table_of
 from bench.workload import Delivery, Truth, in_event_time_order, label, truth
 from processor.analytics.contribution import QUEUE
 from processor.analytics.reader import MetricsReader
 from processor.config import Settings
+from processor.runtime import extension_modules
 from devstack.demo import APPLICATION
 from devstack.emulator import LocalEmulator
 from processor.dynamodb.item import KEY, item_size
@@ -65,7 +66,7 @@ def bench(plan: Plan, workdir: Path, say: Callable[[str], None] = lambda _: None
         "metrics_cells": len(facts.metrics), "systems": {}, "curve": []}
     say("building the image's wheel: this processor runs as production does, its hot path compiled …")
     image = compiled_checkout(workdir / "image")
-    results["ours_compiled_modules"] = len(compiled_in(image))
+    results["ours_compiled_modules"] = len(extension_modules(image))
     with LocalEmulator(meter=True, log_path=str(workdir / "emulator.log")) as emulator:
         for system in plan.systems:
             say(f"running {system} …")

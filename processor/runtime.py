@@ -10,8 +10,8 @@ of the collector's sight for good.
 from __future__ import annotations
 
 import gc
-import importlib.util
 from importlib.machinery import EXTENSION_SUFFIXES
+from pathlib import Path
 
 #: net container allocations between generation-0 collections (CPython's default: 700)
 GEN0_THRESHOLD = 50_000
@@ -41,10 +41,24 @@ HOT_PATH = (
 )
 
 
+def extension_modules(root: Path) -> dict[str, Path]:
+    """The processor modules that `root` (a directory holding processor/) has as extension modules,
+    by name (a package's own __init__ by the package's), with their files. Beside its source, the
+    extension module is the one imported."""
+    found = {}
+    for path in (root / "processor").rglob("*"):
+        suffix = next((suffix for suffix in EXTENSION_SUFFIXES if path.name.endswith(suffix)), None)
+        if suffix:
+            module = ".".join(path.relative_to(root).with_name(path.name.removesuffix(suffix)).parts)
+            found[module.removesuffix(".__init__")] = path
+    return found
+
+
 def compiled_modules() -> list[str]:
     """The HOT_PATH modules this installation runs compiled: all of them from a wheel built with a
     C compiler, none from an editable install or a build without one."""
-    return [name for name in HOT_PATH if importlib.util.find_spec(name).origin.endswith(tuple(EXTENSION_SUFFIXES))]
+    installed = extension_modules(Path(__file__).resolve().parent.parent)
+    return [name for name in HOT_PATH if name in installed]
 
 
 def describe_build() -> str:

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.compiled import ROOT, compare, compiled_checkout, compiled_in
+from bench.compiled import ROOT, compare, compiled_checkout
 from devstack.storm import StormShape, storm, write_storm
 from processor.config import Settings
 from processor.store import ShardStore, encode_state
-from processor.runtime import HOT_PATH
+from processor.runtime import HOT_PATH, extension_modules
 
 
 #: the unit tier in one process whose `processor` is the compiled one, or it fails before a test runs
@@ -42,8 +42,8 @@ def image(tmp_path_factory) -> Path:
 
 
 def test_the_image_wheel_compiles_the_hot_path_and_the_unit_tier_passes_against_it(image, tmp_path):
-    assert compiled_in(image) == set(HOT_PATH)
-    assert compiled_in(ROOT) == set()  # the checkout itself (./dev's editable install) runs its sources
+    assert set(extension_modules(image)) == set(HOT_PATH)
+    assert extension_modules(ROOT) == {}  # the checkout itself (./dev's editable install) runs its sources
 
     result = subprocess.run([sys.executable, "-c", UNIT_TIER_COMPILED], cwd=image,
                             capture_output=True, text=True, timeout=1800)
